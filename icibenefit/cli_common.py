@@ -1,0 +1,36 @@
+"""Helpers every command module uses: settings from the CLI context, logging."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from icibenefit.settings import Settings, load_settings
+
+
+def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
+    """Load settings with the ``--config`` file of the root command and CLI overrides."""
+    config_file: Path | None = ctx.find_root().obj
+    return load_settings(config_file, **overrides)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Plain, greppable log lines on stderr.
+
+    Log records must never carry patient names or identifiers; code logs the
+    pseudonym from :func:`icibenefit.privacy.pseudonymize` instead.
+    """
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def not_implemented(command: str) -> None:
+    """Exit with status 2 for a command whose issue has not landed yet."""
+    typer.secho(f"{command}: not implemented yet", err=True, fg=typer.colors.YELLOW)
+    raise typer.Exit(2)

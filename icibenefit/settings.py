@@ -1,0 +1,192 @@
+"""One typed settings object for the whole service.
+
+Values come, from highest to lowest priority, from command-line overrides,
+``ICIBENEFIT_*`` environment variables, a TOML file, and the defaults below.
+Nothing reads the environment at import time: :func:`load_settings` is called
+once by the CLI and the resulting :class:`Settings` is passed explicitly.
+
+Operators script against the environment names (``ICIBENEFIT_`` + the upper-case
+field name), so field names are a stable interface: rename none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from icibenefit.errors import ConfigurationError
+
+ENV_PREFIX = "ICIBENEFIT_"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Every setting of icibenefit, with the defaults of the embedded demo."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+    )
+
+    # --- storage -----------------------------------------------------------
+    data_dir: Path = Field(
+        Path("icibenefit-data"),
+        description="Root of the DICOM store, the SQLite index, caches and the outbox.",
+    )
+    pseudonym_key: SecretStr = Field(
+        SecretStr("icibenefit-default-site-key"),
+        description="Site key for hashing patient identifiers in logs (set your own).",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # --- DICOM SCP ---------------------------------------------------------
+    scp_ae_title: str = Field("ICIBENEFIT", description="Called AE title we answer to.")
+    scp_bind: str = Field("127.0.0.1", description="Address the SCP listens on.")
+    scp_port: int = Field(11112, ge=1, le=65535)
+    allowed_calling_ae_titles: CommaList = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to associate (comma-separated; empty = all).",
+    )
+    allowed_source_addresses: CommaList = Field(
+        default_factory=list,
+        description="Peer IP addresses allowed to associate (comma-separated; empty = all).",
+    )
+    tls_cert_file: Path | None = Field(None, description="PEM certificate; enables TLS.")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set, peers must present a certificate it signs."
+    )
+    duplicate_policy: Literal["keep_first", "replace"] = Field(
+        "keep_first",
+        description="Same SOP Instance UID with different bytes: keep the first or replace.",
+    )
+    study_quiet_seconds: float = Field(
+        60.0, gt=0, description="A study is stable after this long without a new instance."
+    )
+
+    # --- jobs, outbox, status ----------------------------------------------
+    workers: int = Field(2, ge=1, le=64, description="Worker processes running jobs.")
+    job_max_attempts: int = Field(5, ge=1)
+    outbox_max_attempts: int = Field(10, ge=1)
+    retry_base_seconds: float = Field(
+        2.0, gt=0, description="First retry delay; doubles each attempt (jobs and outbox)."
+    )
+    status_bind: str = Field("127.0.0.1", description="Address of the status HTTP API.")
+    status_port: int = Field(8484, ge=0, le=65535, description="0 disables the status API.")
+
+    # --- FHIR ---------------------------------------------------------------
+    fhir_base_url: str | None = Field(
+        None, description="FHIR R4 base URL; unset = read fhir_ndjson_dir, write to outbox."
+    )
+    fhir_ndjson_dir: Path | None = Field(
+        None, description="Folder of FHIR NDJSON used when no FHIR server is configured."
+    )
+    fhir_auth: Literal["none", "bearer", "smart"] = "none"
+    fhir_token: SecretStr | None = Field(None, description="Static bearer token.")
+    fhir_smart_token_url: str | None = None
+    fhir_smart_client_id: str | None = None
+    fhir_smart_private_key_file: Path | None = None
+    fhir_smart_algorithm: Literal["RS384", "ES384"] = "RS384"
+    fhir_smart_scope: str = "system/*.read system/RiskAssessment.write system/Device.write"
+    fhir_patient_identifier_system: str | None = Field(
+        None, description="Identifier system matching DICOM PatientID (unset = any system)."
+    )
+    fhir_timeout_seconds: float = Field(15.0, gt=0)
+    fhir_max_retries: int = Field(5, ge=0)
+    fhir_page_size: int = Field(100, ge=1)
+    treatment_start_file: Path | None = Field(
+        None, description="CSV (patient_id,treatment_start) used when the EHR lacks it."
+    )
+
+    # --- PACS destination for reports ---------------------------------------
+    pacs_ae_title: str | None = Field(None, description="AE title of the PACS receiving SRs.")
+    pacs_host: str | None = None
+    pacs_port: int | None = Field(None, ge=1, le=65535)
+
+    # --- models --------------------------------------------------------------
+    model_bundle: Path | None = Field(
+        None, description="Model bundle directory (unset = the active bundle of model_store_dir)."
+    )
+    model_store_dir: Path | None = Field(
+        None, description="Store of versioned bundles (default <data_dir>/models)."
+    )
+
+    @field_validator("allowed_calling_ae_titles", "allowed_source_addresses", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("scp_ae_title", "pacs_ae_title")
+    @classmethod
+    def _check_ae_title(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value.strip()) <= 16 and value.isascii()):
+            raise ValueError("an AE title is 1-16 ASCII characters")
+        return value
+
+    @property
+    def pacs_configured(self) -> bool:
+        """Whether reports go to a PACS by C-STORE rather than to the local outbox folder."""
+        return bool(self.pacs_ae_title and self.pacs_host and self.pacs_port)
+
+    @property
+    def resolved_model_store_dir(self) -> Path:
+        """The model store folder, defaulting to a subfolder of the data directory."""
+        return self.model_store_dir or self.data_dir / "models"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: CLI overrides, then environment, then the TOML file."""
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a TOML file, the environment and explicit overrides.
+
+    Parameters
+    ----------
+    config_file
+        Optional TOML file whose top-level keys are field names of :class:`Settings`.
+    **overrides
+        Values given on the command line; ``None`` means "not given".
+
+    Raises
+    ------
+    ConfigurationError
+        With one line per invalid key, naming both the key and its variable.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    settings_cls: type[Settings] = Settings
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigurationError(f"settings file not found: {config_file}")
+        # pydantic-settings reads the TOML path from the class configuration, so a
+        # subclass bound to this file is the supported way to choose it at run time.
+        settings_cls = type(
+            "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+        )
+    try:
+        return settings_cls(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "?"
+            problems.append(f"{key} ({ENV_PREFIX}{key.upper()}): {error['msg']}")
+        raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems)) from None

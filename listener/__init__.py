@@ -1,0 +1,1 @@
+"""Durable DICOM ingest: SCP, study index, job queue and outbox."""

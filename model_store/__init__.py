@@ -1,0 +1,1 @@
+"""Versioned, integrity-checked model bundles."""

@@ -1,0 +1,1 @@
+"""Timepoints, images, segmentations, features and inference (pure logic)."""

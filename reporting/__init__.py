@@ -1,0 +1,1 @@
+"""DICOM SR (TID 1500) and FHIR RiskAssessment builders and the job processor."""

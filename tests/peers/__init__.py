@@ -1,0 +1,1 @@
+"""Fixtures that start real peers (Orthanc, FHIR server) and shared test data."""

@@ -1,0 +1,1 @@
+"""Fixture plugin; filled in by the area that owns it."""
