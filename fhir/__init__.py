@@ -1,4 +1,4 @@
-__path__ = __import__("pkgutil").extend_path(__path__, "fhir")  # keep fhir.resources importable from the repo root
+__path__ = __import__("pkgutil").extend_path(__path__, "fhir")  # keeps fhir.resources
 """FHIR R4 in and out: the patient's clinical timeline from the hospital FHIR server.
 
 This folder is installed as ``icibenefit.fhir``.  The first line extends the

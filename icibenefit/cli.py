@@ -20,7 +20,9 @@ from icibenefit.listener.cli import jobs_app, serve, studies_app
 from icibenefit.model_store.cli import models_app
 from icibenefit.pipeline.cli import predict
 from icibenefit.reporting.cli import demo
-from icibenefit.training.cli import evaluate, synth_app, train
+from icibenefit.training.cli import train
+from icibenefit.training.evaluate_cli import evaluate
+from icibenefit.training.synth_cli import synth_app
 
 app = typer.Typer(
     name="icibenefit",

@@ -196,7 +196,7 @@ class ClinicalRecord(Frozen):
         return (self.treatment_start - self.birth_date).days / 365.25
 
     def panel(self, timepoint: LabTimepoint) -> LabPanel:
-        """The panel of ``timepoint`` (empty when nothing was measured)."""
+        """Return the panel of ``timepoint`` (empty when nothing was measured)."""
         return self.labs.get(timepoint, LabPanel(timepoint=timepoint))
 
 

@@ -180,7 +180,9 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         # pydantic-settings reads the TOML path from the class configuration, so a
         # subclass bound to this file is the supported way to choose it at run time.
         settings_cls = type(
-            "Settings", (Settings,), {"model_config": {**Settings.model_config, "toml_file": config_file}}
+            "Settings",
+            (Settings,),
+            {"model_config": {**Settings.model_config, "toml_file": config_file}},
         )
     try:
         return settings_cls(**given)

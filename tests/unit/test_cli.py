@@ -14,7 +14,8 @@ def test_version() -> None:
 
 
 @pytest.mark.parametrize(
-    "command", ["serve", "demo", "synth", "studies", "jobs", "predict", "train", "evaluate", "models"]
+    "command",
+    ["serve", "demo", "synth", "studies", "jobs", "predict", "train", "evaluate", "models"],
 )
 def test_every_subcommand_has_help(command: str) -> None:
     result = runner.invoke(app, [command, "--help"])
