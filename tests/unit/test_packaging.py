@@ -5,11 +5,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_fhir_resources_importable_from_repo_root() -> None:
-    """The root folder ``fhir/`` must not hide the fhir.resources library."""
+def test_fhir_resources_importable_from_repo_root(tmp_path: Path) -> None:
+    """The root folder ``fhir/`` must not hide the fhir.resources library.
+
+    In the development install the check runs from the repository root, where the
+    clash happens.  When the tests run against an installed wheel (``make
+    wheel-check``) the root would shadow the wheel itself, so it runs elsewhere.
+    """
+    import icibenefit
+
+    from_repo = Path(icibenefit.__file__).resolve().is_relative_to(REPO_ROOT)
     result = subprocess.run(
         [sys.executable, "-c", "import fhir.resources.patient, icibenefit.fhir; print('ok')"],
-        cwd=REPO_ROOT,
+        cwd=REPO_ROOT if from_repo else tmp_path,
         capture_output=True,
         text=True,
         check=False,
