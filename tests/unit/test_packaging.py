@@ -14,7 +14,7 @@ def test_fhir_resources_importable_from_repo_root(tmp_path: Path) -> None:
     """
     import icibenefit
 
-    from_repo = Path(icibenefit.__file__).resolve().is_relative_to(REPO_ROOT)
+    from_repo = Path(icibenefit.__file__).resolve().parent == REPO_ROOT / "icibenefit"
     result = subprocess.run(
         [sys.executable, "-c", "import fhir.resources.patient, icibenefit.fhir; print('ok')"],
         cwd=REPO_ROOT if from_repo else tmp_path,
