@@ -48,3 +48,7 @@ class TrainingError(IciBenefitError):
 
 class DeliveryError(IciBenefitError):
     """An outgoing report could not be delivered to PACS or FHIR."""
+
+
+class ReportError(IciBenefitError):
+    """A report cannot be built: an input the prediction names is missing or inconsistent."""

@@ -1,0 +1,71 @@
+"""Every SR we build passes dicom3tools' dciodvfy and is a TID 1500 for dcmtk's dsrdump."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from icibenefit.reporting.sr import build_sr
+from pydicom.uid import RTStructureSetStorage
+from unit.reporting.factories import Case
+
+pytestmark = pytest.mark.integration
+
+
+def _variants():
+    case = Case()
+    first = build_sr(case.prediction(), case.images, case.segmentations)
+    rerun = build_sr(
+        case.prediction(labs=("late",)), case.images, case.segmentations, predecessor=first
+    )
+    rt_last = case.timepoints[-1].model_copy(
+        update={
+            "segmentation_sop_class_uid": RTStructureSetStorage,
+            "segmentation_sop_uid": "1.2.3",
+        }
+    )
+    rtstruct = build_sr(
+        case.prediction(timepoints=[*case.timepoints[:-1], rt_last], demonstration=False),
+        case.images,
+        case.segmentations[:-1],
+    )
+    baseline_only = Case(n_followups=0)
+    single = build_sr(
+        baseline_only.prediction({"os12": 0.5}), baseline_only.images, baseline_only.segmentations
+    )
+    return {"first": first, "rerun": rerun, "rtstruct": rtstruct, "baseline": single}
+
+
+@pytest.fixture(scope="module")
+def sr_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("sr")
+    paths = {}
+    for name, sr in _variants().items():
+        paths[name] = folder / f"{name}.dcm"
+        sr.save_as(paths[name], enforce_file_format=True)
+    return paths
+
+
+@pytest.mark.parametrize("variant", ["first", "rerun", "rtstruct", "baseline"])
+def test_dciodvfy_reports_no_errors(sr_files, variant):
+    result = subprocess.run(
+        ["dciodvfy", str(sr_files[variant])], capture_output=True, text=True, check=False
+    )
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if line.startswith("Error")]
+    assert not errors, output
+    assert result.returncode == 0, output
+    assert "Comprehensive3DSR" in output
+
+
+@pytest.mark.parametrize("variant", ["first", "rerun", "rtstruct", "baseline"])
+def test_dsrdump_identifies_tid_1500(sr_files, variant):
+    result = subprocess.run(
+        ["dsrdump", "+Pt", "+Pc", str(sr_files[variant])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    root = next(line for line in result.stdout.splitlines() if line.startswith("<CONTAINER"))
+    assert '(126000,DCM,"Imaging Measurement Report")' in root
+    assert "# TID 1500 (DCMR)" in root
+    assert "Probability of being" in result.stdout
