@@ -1,0 +1,81 @@
+"""The intensity normalisation every imaging feature shares (METHOD.md "Imaging features").
+
+HU are clipped to [-1000, 3050] and z-scored with a mean and standard deviation
+learned once on the training CTs; the fitted :class:`IntensityNormalizer` is part
+of the model bundle and is applied unchanged at inference, so a patient's image
+is normalised the same way whatever else is in the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from numpy.typing import ArrayLike
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+HU_CLIP_MIN = -1000.0
+HU_CLIP_MAX = 3050.0
+
+
+class IntensityNormalizer(TransformerMixin, BaseEstimator):
+    """Clip HU to ``[clip_min, clip_max]``, then z-score with training statistics.
+
+    Parameters
+    ----------
+    clip_min, clip_max
+        Clip bounds in HU (the paper's -1000 and 3050).
+
+    Attributes
+    ----------
+    mean_, std_
+        Mean and standard deviation of the clipped training intensities.
+    n_voxels_seen_
+        How many voxels the statistics were computed from.
+    """
+
+    def __init__(self, clip_min: float = HU_CLIP_MIN, clip_max: float = HU_CLIP_MAX) -> None:
+        if not clip_min < clip_max:
+            raise ValueError(f"clip_min ({clip_min}) must be below clip_max ({clip_max})")
+        self.clip_min = clip_min
+        self.clip_max = clip_max
+
+    def fit(self, X: ArrayLike | Iterable[ArrayLike], y: Any = None) -> IntensityNormalizer:
+        """Learn mean and standard deviation of the clipped HU values.
+
+        ``X`` is one array of HU values of any shape, or an iterable of them
+        (e.g. one per training CT); the statistics are pooled over all voxels
+        in float64 running sums so whole CTs need not be concatenated.
+        """
+        arrays = [X] if isinstance(X, np.ndarray) else list(X)  # type: ignore[arg-type]
+        count, total, squares = 0, 0.0, 0.0
+        for array in arrays:
+            values = np.clip(np.asarray(array, dtype=np.float64), self.clip_min, self.clip_max)
+            count += values.size
+            total += float(values.sum())
+            squares += float(np.square(values).sum())
+        if count < 2:
+            raise ValueError("IntensityNormalizer needs at least two voxels to fit")
+        mean = total / count
+        variance = max(squares / count - mean * mean, 0.0)
+        if variance <= 0.0:
+            raise ValueError("training intensities are constant: cannot z-score")
+        self.mean_ = mean
+        self.std_ = float(np.sqrt(variance))
+        self.n_voxels_seen_ = count
+        return self
+
+    def transform(self, X: ArrayLike) -> np.ndarray:
+        """Return clipped, z-scored float32 values of the same shape as ``X``."""
+        check_is_fitted(self, ("mean_", "std_"))
+        values = np.clip(np.asarray(X, dtype=np.float32), self.clip_min, self.clip_max)
+        return ((values - np.float32(self.mean_)) / np.float32(self.std_)).astype(np.float32)
+
+    def transform_image(self, image: sitk.Image) -> sitk.Image:
+        """Normalise a SimpleITK image, keeping its geometry."""
+        out = sitk.GetImageFromArray(self.transform(sitk.GetArrayViewFromImage(image)))
+        out.CopyInformation(image)
+        return out

@@ -1,0 +1,173 @@
+"""CT series -> HU volume: geometry, rescale, decoding, refusals, series choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from icibenefit.pipeline.images import (
+    SeriesSelectionRules,
+    choose_ct_series,
+    load_ct_volume,
+    summarize_series,
+)
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from icibenefit.errors import DicomInputError, GeometryError
+from tests.unit.pipeline.dicom_factory import ct_series, sort_by_position
+
+SPACING = (0.75, 0.6, 2.5)
+
+
+def _hu(shape: tuple[int, int, int] = (6, 12, 10), seed: int = 0) -> np.ndarray:
+    # Even integers so that slope 2 represents them exactly.
+    return 2.0 * np.random.default_rng(seed).integers(-500, 1500, size=shape)
+
+
+def test_volume_geometry_follows_the_headers_whatever_the_slice_order() -> None:
+    hu = _hu()
+    orientation = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # rotated 180 degrees in-plane
+    series = ct_series(hu, spacing=SPACING, orientation=orientation, origin=(10.0, 20.0, -30.0))
+    ct = load_ct_volume(series)
+
+    image = ct.image
+    assert image.GetSize() == (10, 12, 6)
+    assert np.allclose(image.GetSpacing(), SPACING)
+    assert image.GetPixelID() == sitk.sitkFloat32
+    for k, ds in enumerate(sort_by_position(series)):
+        for i, j in [(0, 0), (9, 0), (3, 11)]:
+            expected = (
+                np.asarray(ds.ImagePositionPatient, float)
+                + i * SPACING[0] * np.asarray(orientation[:3])
+                + j * SPACING[1] * np.asarray(orientation[3:])
+            )
+            assert np.allclose(image.TransformIndexToPhysicalPoint((i, j, k)), expected)
+    assert ct.sop_instance_uids == tuple(ds.SOPInstanceUID for ds in sort_by_position(series))
+    assert ct.frame_of_reference_uid == series[0].FrameOfReferenceUID
+
+
+def test_rescale_slope_and_intercept_are_applied() -> None:
+    hu = _hu()
+    ct = load_ct_volume(ct_series(hu, spacing=SPACING, slope=2.0, intercept=-1024.0))
+    assert np.array_equal(sitk.GetArrayFromImage(ct.image), hu.astype(np.float32))
+    stored = ct_series(hu, spacing=SPACING, slope=2.0, intercept=-1024.0)[0].pixel_array
+    assert stored.max() < hu.max()  # the stored values really differ from HU
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_compressed_series_decode_identically(syntax: str, tmp_path) -> None:
+    hu = _hu((4, 64, 48), seed=3)  # OpenJPEG needs tiles larger than its resolution levels
+    plain = load_ct_volume(ct_series(hu, spacing=SPACING))
+    compressed = ct_series(hu, spacing=SPACING)
+    paths = []
+    for n, ds in enumerate(compressed):
+        ds.compress(syntax)
+        path = tmp_path / f"{n}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    decoded = load_ct_volume(paths)
+    assert decoded.image.GetSize() == plain.image.GetSize()
+    assert np.array_equal(sitk.GetArrayFromImage(decoded.image), hu.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("positions", "message"),
+    [
+        ([0.0, 2.5, 5.0, 8.2, 10.7, 13.2], "irregular slice spacing"),
+        ([0.0, 2.5, 5.0, 10.0, 12.5, 15.0], "irregular slice spacing"),  # a missing slice
+        ([0.0, 2.5, 2.5, 5.0, 7.5, 10.0], "same position"),
+    ],
+)
+def test_irregular_missing_or_duplicate_slices_are_refused(positions, message) -> None:
+    series = ct_series(_hu(), spacing=SPACING, z_positions=positions)
+    with pytest.raises(GeometryError, match=message):
+        load_ct_volume(series)
+
+
+def test_a_single_slice_has_no_spacing() -> None:
+    with pytest.raises(GeometryError, match="single slice"):
+        load_ct_volume(ct_series(_hu((1, 12, 10)), spacing=SPACING))
+
+
+def test_localizers_are_skipped_and_non_axial_series_refused() -> None:
+    hu = _hu()
+    series = ct_series(hu, spacing=SPACING)
+    scout = ct_series(
+        _hu((1, 12, 10)),
+        orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
+        series_uid=series[0].SeriesInstanceUID,
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+    )[0]
+    ct = load_ct_volume([*series, scout])
+    assert ct.image.GetSize()[2] == 6
+    assert ct.skipped == (f"skipped localizer {scout.SOPInstanceUID}",)
+
+    coronal = ct_series(hu, spacing=SPACING, orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    with pytest.raises(GeometryError, match="not axial"):
+        load_ct_volume(coronal)
+    assert load_ct_volume(coronal, require_axial=False).image.GetSize() == (10, 12, 6)
+
+
+def test_mixed_series_are_refused() -> None:
+    a = ct_series(_hu(), spacing=SPACING)
+    b = ct_series(_hu(), spacing=SPACING)
+    with pytest.raises(DicomInputError, match="several series"):
+        load_ct_volume([*a, *b])
+
+
+def _summary(kernel: str, thickness: float, *, orientation=None, n=6, description="Thorax"):
+    series = ct_series(
+        _hu((n, 4, 4)),
+        spacing=(1.0, 1.0, thickness),
+        kernel=kernel,
+        description=description,
+        **({"orientation": orientation} if orientation else {}),
+    )
+    return summarize_series(series)
+
+
+def test_series_choice_prefers_axial_soft_tissue_then_thinnest() -> None:
+    soft_thick = _summary("B31f", 5.0)
+    soft_thin = _summary("B31f", 1.0)
+    sharp_thin = _summary("B70f", 0.6)
+    coronal = _summary("B31f", 0.5, orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    short = _summary("STANDARD", 0.5, n=3)
+    candidates = [soft_thick, sharp_thin, coronal, short, soft_thin]
+
+    choice = choose_ct_series(candidates)
+    assert choice.series_uid == soft_thin.series_uid
+    text = "\n".join(choice.decisions)
+    assert f"series {coronal.series_uid} excluded: not axial" in text
+    assert f"series {short.series_uid} excluded: 3 images" in text
+    assert f"series {soft_thin.series_uid} chosen" in text
+    assert "soft-tissue kernel" in text
+    assert f"series {sharp_thin.series_uid} not chosen" in text
+
+    thinnest_first = SeriesSelectionRules(priority=("thickness", "kernel"))
+    assert choose_ct_series(candidates, thinnest_first).series_uid == sharp_thin.series_uid
+
+
+def test_series_choice_fails_clearly_when_nothing_is_usable() -> None:
+    coronal = _summary("B31f", 1.0, orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    with pytest.raises(DicomInputError, match="not axial"):
+        choose_ct_series([coronal])
+    with pytest.raises(ValueError, match="priority"):
+        SeriesSelectionRules(priority=("kernel", "kernel"))
+
+
+@pytest.mark.parametrize(
+    ("kernel", "rank"),
+    [
+        ("B30f", 0),
+        ("Br40d", 0),
+        ("STANDARD", 0),
+        ("FC13", 0),
+        ("B70f", 2),
+        ("LUNG", 2),
+        ("BONEPLUS", 2),
+        ("FC51", 2),
+        ("XYZ", 1),
+    ],
+)
+def test_kernel_ranks(kernel: str, rank: int) -> None:
+    assert SeriesSelectionRules().kernel_rank(_summary(kernel, 1.0)) == rank
