@@ -1,27 +1,101 @@
-"""Commands of the listener: ``serve``, ``studies``, ``jobs``."""
+"""Commands of the listener: ``serve``, ``studies list``, ``jobs list|retry``.
+
+``--json`` prints a JSON array (the same objects as the status API's
+``/studies`` and ``/jobs``); patients appear only as pseudonyms.
+"""
 
 from __future__ import annotations
 
+import json
+from contextlib import closing
+from typing import Annotated, Any
+
 import typer
 
-from icibenefit.cli_common import not_implemented
+from icibenefit.cli_common import settings_from
 
 studies_app = typer.Typer(help="Inspect received studies.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and retry processing jobs.", no_args_is_help=True)
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
+LimitOption = Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")]
 
-def serve(ctx: typer.Context) -> None:
+
+def serve(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="DICOM port (overrides scp_port).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
     """Run the DICOM SCP, the workers and the status API until SIGTERM."""
-    not_implemented("serve")
+    from icibenefit.listener.service import ListenerService
+
+    settings = settings_from(ctx, scp_port=port, workers=workers)
+    ListenerService(settings).run()
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("" if row[name] is None else str(row[name]) for name in columns))
+    Console().print(table)
 
 
 @studies_app.command("list")
-def studies_list(ctx: typer.Context) -> None:
-    """List received studies."""
-    not_implemented("studies list")
+def studies_list(
+    ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = 1000
+) -> None:
+    """List received studies, most recent first."""
+    from icibenefit.listener import index, queries
+
+    settings = settings_from(ctx)
+    with closing(index.connect(settings.data_dir)) as conn:
+        rows = queries.list_studies(conn, limit)
+    columns = ["study_uid", "patient_id_hash", "study_date", "instances", "state", "version"]
+    _print_rows(rows, columns, as_json)
 
 
 @jobs_app.command("list")
-def jobs_list(ctx: typer.Context) -> None:
-    """List processing jobs."""
-    not_implemented("jobs list")
+def jobs_list(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: LimitOption = 1000,
+) -> None:
+    """List processing jobs, most recent first."""
+    from icibenefit.listener import index, queries
+
+    settings = settings_from(ctx)
+    with closing(index.connect(settings.data_dir)) as conn:
+        rows = queries.list_jobs(conn, state, limit)
+    columns = ["id", "study_uid", "version", "state", "attempts", "last_error"]
+    _print_rows(rows, columns, as_json)
+
+
+@jobs_app.command("retry")
+def jobs_retry(
+    ctx: typer.Context,
+    job_ids: Annotated[list[int] | None, typer.Argument(help="Job ids to re-queue.")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Re-queue every dead job.")] = False,
+) -> None:
+    """Re-queue failed or dead jobs with a fresh attempt budget."""
+    from icibenefit.listener import index
+    from icibenefit.listener.jobs import JobQueue
+
+    settings = settings_from(ctx)
+    with closing(index.connect(settings.data_dir)) as conn:
+        ids = list(job_ids or [])
+        if all_dead:
+            ids += [row[0] for row in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
+        if not ids:
+            typer.secho("no job ids given", err=True)
+            raise typer.Exit(2)
+        count = JobQueue(conn, settings).retry(ids)
+    typer.echo(f"re-queued {count} job(s)")
+    if count < len(set(ids)):
+        raise typer.Exit(1)

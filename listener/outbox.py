@@ -1,0 +1,305 @@
+"""The outbox: a durable queue of outgoing DICOM objects and FHIR writes.
+
+Processors *enqueue* (:class:`Outbox`); the service's sender thread *delivers*
+(:class:`OutboxSender`).  Enqueueing writes the payload to
+``<data>/outbox/pending/`` (fsync'd) and then commits a row, so an item exists
+either completely or not at all.  Each item has a ``dedup_key`` (unique): a
+retried job enqueueing the same key again is a no-op, which is what keeps
+outgoing reports from being duplicated.
+
+Delivery
+--------
+- ``dicom`` items go by C-STORE to ``pacs_ae_title@pacs_host:pacs_port`` when
+  a PACS is configured, else they are written to ``<data>/outbox/dicom/<SOP>.dcm``.
+- ``fhir`` items are HTTP requests (``method``, ``url`` relative to
+  ``fhir_base_url``, ``body``, ``headers`` such as ``If-None-Exist``) sent with
+  httpx when ``fhir_base_url`` is set, else written to
+  ``<data>/outbox/fhir/<id>.json``.
+
+A failed attempt is retried after ``retry_base_seconds * 2**(attempts-1)``;
+after ``outbox_max_attempts`` attempts, or at once for a FHIR 4xx answer that
+no retry can fix, the item is ``dead`` (a dead letter kept with its payload
+and last error).  An item found ``sending`` at start-up (crash during
+delivery) is sent again: delivery is at-least-once across crashes and exactly
+once otherwise; PACS de-duplicate by SOP Instance UID and FHIR writes should
+be conditional, so a repeat is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+
+from icibenefit.errors import DeliveryError
+from icibenefit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ItemKind = Literal["dicom", "fhir"]
+MAX_BACKOFF_SECONDS = 3600.0
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The destination refused the item in a way a retry cannot fix."""
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A claimed outbox row."""
+
+    id: int
+    kind: ItemKind
+    dedup_key: str
+    payload_path: Path
+    attempts: int
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    temp = path.with_name(path.name + ".part")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Outbox:
+    """Enqueue side of the outbox (used by processors, in any process)."""
+
+    def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
+        self._conn = conn
+        self._settings = settings
+        self.pending_dir = settings.data_dir / "outbox" / "pending"
+        self.pending_dir.mkdir(parents=True, exist_ok=True)
+
+    def enqueue_dicom(
+        self,
+        dataset: Dataset,
+        dedup_key: str | None = None,
+        *,
+        study_uid: str | None = None,
+        job_id: int | None = None,
+    ) -> int | None:
+        """Queue a DICOM object for the PACS; ``None`` if its dedup key is already queued.
+
+        The key defaults to ``dicom:<SOPInstanceUID>``, so a deterministic UID
+        makes a retried job harmless.
+        """
+        key = dedup_key or f"dicom:{dataset.SOPInstanceUID}"
+        if self._known(key):
+            return None
+        if not isinstance(getattr(dataset, "file_meta", None), FileMetaDataset) or (
+            "TransferSyntaxUID" not in dataset.file_meta
+        ):
+            meta = FileMetaDataset()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            dataset.file_meta = meta
+        buffer = BytesIO()
+        dataset.save_as(buffer, enforce_file_format=True)
+        return self._insert("dicom", key, buffer.getvalue(), ".dcm", study_uid, job_id)
+
+    def enqueue_fhir(
+        self,
+        method: str,
+        url: str,
+        body: dict[str, Any] | None,
+        dedup_key: str,
+        *,
+        headers: dict[str, str] | None = None,
+        study_uid: str | None = None,
+        job_id: int | None = None,
+    ) -> int | None:
+        """Queue one FHIR request (``url`` relative to the base, e.g. ``RiskAssessment``)."""
+        if self._known(dedup_key):
+            return None
+        payload = {"method": method.upper(), "url": url, "headers": headers or {}, "body": body}
+        data = json.dumps(payload, sort_keys=True).encode()
+        return self._insert("fhir", dedup_key, data, ".json", study_uid, job_id)
+
+    def _known(self, key: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM outbox WHERE dedup_key = ?", (key,)).fetchone()
+        return row is not None
+
+    def _insert(
+        self,
+        kind: ItemKind,
+        key: str,
+        data: bytes,
+        suffix: str,
+        study_uid: str | None,
+        job_id: int | None,
+    ) -> int | None:
+        path = self.pending_dir / f"{uuid.uuid4().hex}{suffix}"
+        _write_durably(path, data)
+        now = time.time()
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO outbox (kind, dedup_key, payload_path, study_uid, job_id,"
+            " state, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (kind, key, str(path), study_uid, job_id, now, now),
+        )
+        if cursor.rowcount == 0:  # lost a race with the same key
+            path.unlink(missing_ok=True)
+            return None
+        return int(cursor.lastrowid or 0)
+
+    def depth(self) -> int:
+        """Items not yet delivered nor dead."""
+        row = self._conn.execute(
+            "SELECT count(*) FROM outbox WHERE state IN ('queued', 'sending')"
+        ).fetchone()
+        return int(row[0])
+
+    def counts(self) -> dict[str, int]:
+        """Items per state."""
+        found = dict(self._conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"))
+        return {state: int(found.get(state, 0)) for state in ("queued", "sending", "done", "dead")}
+
+
+class OutboxSender:
+    """Delivery side: claim due items, deliver, mark done / retry / dead."""
+
+    def __init__(self, conn: sqlite3.Connection, settings: Settings) -> None:
+        self._conn = conn
+        self._settings = settings
+        outbox_dir = settings.data_dir / "outbox"
+        self.local_dicom_dir = outbox_dir / "dicom"
+        self.local_fhir_dir = outbox_dir / "fhir"
+
+    def requeue_sending(self) -> int:
+        """Items a crash left in ``sending`` are due again (at start-up)."""
+        return self._conn.execute(
+            "UPDATE outbox SET state = 'queued' WHERE state = 'sending'"
+        ).rowcount
+
+    def claim(self, now: float | None = None) -> OutboxItem | None:
+        """Take the oldest due item."""
+        now = time.time() if now is None else now
+        row = self._conn.execute(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1 WHERE id = (SELECT id"
+            " FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, id LIMIT 1)"
+            " RETURNING id, kind, dedup_key, payload_path, attempts",
+            (now,),
+        ).fetchone()
+        if row is None:
+            return None
+        return OutboxItem(
+            id=row["id"],
+            kind=row["kind"],
+            dedup_key=row["dedup_key"],
+            payload_path=Path(row["payload_path"]),
+            attempts=row["attempts"],
+        )
+
+    def deliver_due(self) -> int:
+        """Deliver every due item once; return how many were attempted."""
+        attempted = 0
+        while (item := self.claim()) is not None:
+            attempted += 1
+            self.attempt(item)
+        return attempted
+
+    def attempt(self, item: OutboxItem) -> None:
+        """Deliver one claimed item and record the result."""
+        try:
+            destination = (
+                self._deliver_dicom(item) if item.kind == "dicom" else self._deliver_fhir(item)
+            )
+        except Exception as exc:
+            self._record_failure(item, exc)
+            return
+        self._conn.execute(
+            "UPDATE outbox SET state = 'done', delivered_at = ?, destination = ?,"
+            " last_error = NULL WHERE id = ?",
+            (time.time(), destination, item.id),
+        )
+        item.payload_path.unlink(missing_ok=True)
+        log.info("outbox item %d (%s) delivered to %s", item.id, item.kind, destination)
+
+    def _record_failure(self, item: OutboxItem, exc: Exception) -> None:
+        now = time.time()
+        permanent = isinstance(exc, PermanentDeliveryError)
+        if permanent or item.attempts >= self._settings.outbox_max_attempts:
+            state, due = "dead", now
+        else:
+            delay = self._settings.retry_base_seconds * 2 ** (item.attempts - 1)
+            state, due = "queued", now + min(delay, MAX_BACKOFF_SECONDS)
+        message = f"{type(exc).__name__}: {exc}"[:2000]
+        self._conn.execute(
+            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+            (state, due, message, item.id),
+        )
+        log.warning(
+            "outbox item %d attempt %d failed (%s); now %s", item.id, item.attempts, message, state
+        )
+
+    def _deliver_dicom(self, item: OutboxItem) -> str:
+        settings = self._settings
+        if not settings.pacs_configured:
+            ds = dcmread(item.payload_path, stop_before_pixels=True)
+            self.local_dicom_dir.mkdir(parents=True, exist_ok=True)
+            target = self.local_dicom_dir / f"{ds.SOPInstanceUID}.dcm"
+            _write_durably(target, item.payload_path.read_bytes())
+            return str(target)
+        meta = dcmread(item.payload_path, stop_before_pixels=True).file_meta
+        ae = AE(ae_title=settings.scp_ae_title)
+        ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+        assoc = ae.associate(
+            settings.pacs_host, int(settings.pacs_port or 0), ae_title=str(settings.pacs_ae_title)
+        )
+        if not assoc.is_established:
+            raise DeliveryError(f"association with {settings.pacs_ae_title} failed")
+        try:
+            status = assoc.send_c_store(item.payload_path)
+        finally:
+            assoc.release()
+        code = int(getattr(status, "Status", -1)) if status else -1
+        if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:
+            raise DeliveryError(f"C-STORE answered status 0x{code & 0xFFFF:04X}")
+        return f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
+
+    def _deliver_fhir(self, item: OutboxItem) -> str:
+        settings = self._settings
+        if not settings.fhir_base_url:
+            self.local_fhir_dir.mkdir(parents=True, exist_ok=True)
+            target = self.local_fhir_dir / f"{item.id:08d}.json"
+            _write_durably(target, item.payload_path.read_bytes())
+            return str(target)
+        request = json.loads(item.payload_path.read_text())
+        headers = {"Content-Type": "application/fhir+json", **request["headers"]}
+        if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
+            headers["Authorization"] = f"Bearer {settings.fhir_token.get_secret_value()}"
+        elif settings.fhir_auth == "smart":
+            raise PermanentDeliveryError("SMART authentication is not available to the outbox")
+        url = settings.fhir_base_url.rstrip("/") + "/" + request["url"].lstrip("/")
+        response = httpx.request(
+            request["method"],
+            url,
+            json=request["body"],
+            headers=headers,
+            timeout=settings.fhir_timeout_seconds,
+        )
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise DeliveryError(f"FHIR server answered {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentDeliveryError(f"FHIR server answered {response.status_code}")
+        return url
