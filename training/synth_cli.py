@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
-import typer
+from pathlib import Path
+from typing import Annotated, Literal
 
-from icibenefit.cli_common import not_implemented
+import typer
 
 synth_app = typer.Typer(help="Generate synthetic data.", no_args_is_help=True)
 
 
+@synth_app.callback()
+def synth() -> None:
+    """Generate synthetic data (there is no real patient data in this project)."""
+
+
 @synth_app.command("cohort")
-def synth_cohort(ctx: typer.Context) -> None:
-    """Generate a synthetic cohort (DICOM CT + SEG/RTSTRUCT, FHIR NDJSON, outcomes)."""
-    not_implemented("synth cohort")
+def synth_cohort(
+    out: Annotated[Path, typer.Option("--out", help="Target directory (must not hold a cohort).")],
+    patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 40,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed; same seed, same bytes.")] = 1,
+    size: Annotated[
+        str, typer.Option("--size", help="small (64x64x24, tests) or full (512x512x150).")
+    ] = "small",
+    signal: Annotated[
+        float | None,
+        typer.Option(
+            "--signal", min=0.0, help="Predictability of outcomes (default: tuned value)."
+        ),
+    ] = None,
+) -> None:
+    """Generate a synthetic cohort (DICOM CT + SEG/RTSTRUCT, FHIR NDJSON, CSV, manifest)."""
+    from icibenefit.training.synth import DEFAULT_SIGNAL, generate_cohort
+
+    if size not in ("small", "full"):
+        raise typer.BadParameter("must be 'small' or 'full'", param_hint="--size")
+    chosen: Literal["small", "full"] = "small" if size == "small" else "full"
+    try:
+        manifest = generate_cohort(
+            out, patients, seed, size=chosen, signal=DEFAULT_SIGNAL if signal is None else signal
+        )
+    except FileExistsError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from exc
+    n_ct = sum(len(p.timepoints) for p in manifest.patients)
+    n_seg = sum(1 for p in manifest.patients for t in p.timepoints if t.segmentation)
+    typer.echo(
+        f"wrote {len(manifest.patients)} patients, {n_ct} CT series, {n_seg} segmentations "
+        f"to {out} (seed {seed}, size {size}, signal {manifest.signal:g})"
+    )

@@ -1,1 +1,56 @@
-"""Fixture plugin; filled in by the area that owns it."""
+"""Synthetic cohort fixtures (owned by the synth area).
+
+``small_cohort`` is generated once per test session (12 patients, seed 7,
+size small: ~1,000 small DICOM files, a few seconds) and shared read-only by
+every test that needs DICOM, FHIR NDJSON or ground truth.  Tests must not
+modify it; copy what you need to change.  ``make_cohort`` builds others
+(other sizes, seeds, signal strengths), cached per session by its arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+#: Parameters of the shared small cohort (documented so tests can rely on them).
+SMALL_COHORT_PATIENTS = 12
+SMALL_COHORT_SEED = 7
+
+
+def generate(
+    out_dir: Path, patients: int, seed: int, size: str = "small", signal: float | None = None
+) -> Path:
+    """Generate a cohort into ``out_dir`` and return it (imports lazily: heavy deps)."""
+    from icibenefit.training.synth import DEFAULT_SIGNAL, generate_cohort
+
+    generate_cohort(
+        out_dir,
+        patients,
+        seed,
+        size="full" if size == "full" else "small",
+        signal=DEFAULT_SIGNAL if signal is None else signal,
+    )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def make_cohort(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """Return ``build(patients, seed, size="small", signal=None) -> Path``, cached per session."""
+    cache: dict[tuple[int, int, str, float | None], Path] = {}
+
+    def build(patients: int, seed: int, size: str = "small", signal: float | None = None) -> Path:
+        key = (patients, seed, size, signal)
+        if key not in cache:
+            out = tmp_path_factory.mktemp(f"cohort_{patients}p_seed{seed}_{size}")
+            cache[key] = generate(out, patients, seed, size, signal)
+        return cache[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def small_cohort(make_cohort: Callable[..., Path]) -> Path:
+    """Directory of a small synthetic cohort (12 patients, seed 7); read-only."""
+    return make_cohort(SMALL_COHORT_PATIENTS, SMALL_COHORT_SEED)

@@ -1,0 +1,351 @@
+"""Generate a whole synthetic cohort on disk: DICOM, FHIR NDJSON, CSV and manifest.
+
+Each patient draws from its own generators, seeded by (cohort seed, patient
+index, stream), so patients are independent of each other and of the cohort
+size (patient 3 of a 12-patient cohort equals patient 3 of a 40-patient one),
+and adding a new random quantity to one stream never shifts another.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from icibenefit import __version__
+from icibenefit.domain import Analyte, LabTimepoint
+from icibenefit.privacy import pseudonymize
+from icibenefit.training.synth.clinical import ClinicalDraw, draw_clinical
+from icibenefit.training.synth.ct import (
+    PatientInfo,
+    StudyInfo,
+    build_ct_slices,
+    derive_uid,
+    write_series,
+)
+from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM, patient_resources
+from icibenefit.training.synth.manifest import (
+    MANIFEST_NAME,
+    CohortManifest,
+    PatientEntry,
+    SegmentationEntry,
+    TimepointEntry,
+)
+from icibenefit.training.synth.outcomes import (
+    DEFAULT_SIGNAL,
+    MONTH_DAYS,
+    ResponseCourse,
+    draw_course,
+)
+from icibenefit.training.synth.phantom import (
+    Anatomy,
+    Grid,
+    TumourAppearance,
+    TumourShape,
+    draw_anatomy,
+    draw_tumour,
+    grid_for,
+    render_volume,
+    tumour_mask,
+)
+from icibenefit.training.synth.rtstruct import build_rtstruct
+from icibenefit.training.synth.segmentation import SEGMENT_LABEL, build_seg
+
+log = logging.getLogger(__name__)
+
+Size = Literal["small", "full"]
+FHIR_TYPES = ("Patient", "Observation", "MedicationAdministration", "Condition")
+
+#: A tumour below this volume is "no longer visible": no segmentation is written.
+VANISHED_ML = 0.5
+#: Every fourth patient (index % 4 == 3) gets an RTSTRUCT instead of a SEG: 25%,
+#: and always present in any cohort of four or more.
+RTSTRUCT_EVERY = 4
+_FIRST_TREATMENT_START = dt.date(2019, 1, 7)
+_STREAM_COURSE, _STREAM_CLINICAL, _STREAM_SCHEDULE, _STREAM_ANATOMY, _STREAM_IMAGE = range(5)
+
+
+@dataclass(frozen=True)
+class _Scan:
+    label: Literal["baseline", "followup1", "followup2"]
+    when: dt.datetime
+    months_after_start: float
+
+
+def generate_cohort(
+    out_dir: Path | str,
+    n_patients: int,
+    seed: int,
+    size: Size = "small",
+    signal: float = DEFAULT_SIGNAL,
+    identifier_system: str = DEFAULT_IDENTIFIER_SYSTEM,
+) -> CohortManifest:
+    """Write a cohort of ``n_patients`` into ``out_dir`` and return its manifest.
+
+    Parameters
+    ----------
+    out_dir
+        Target directory; created if missing, must not already hold a manifest
+        (so an earlier cohort is never silently mixed with a new one).
+    n_patients, seed
+        Cohort size and seed; the same seed gives byte-identical files.
+    size
+        ``"small"`` (64 x 64 x 24, tests) or ``"full"`` (512 x 512 x 150, benchmarks).
+    signal
+        Predictability of the outcome from the data (see :mod:`.outcomes`).
+    identifier_system
+        FHIR Patient.identifier system of the DICOM PatientID.
+    """
+    if n_patients < 1:
+        raise ValueError(f"n_patients must be >= 1, got {n_patients}")
+    if signal < 0 or not math.isfinite(signal):
+        raise ValueError(f"signal must be a finite number >= 0, got {signal}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    grid = grid_for(size)
+    root = Path(out_dir)
+    if (root / MANIFEST_NAME).exists():
+        raise FileExistsError(
+            f"{root} already holds a cohort ({MANIFEST_NAME}); choose an empty directory"
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    fhir: dict[str, list[dict[str, Any]]] = {name: [] for name in FHIR_TYPES}
+    patients = []
+    csv_rows = []
+    for index in range(n_patients):
+        entry, draw = _generate_patient(root, seed, index, grid, signal)
+        for name, resources in patient_resources(
+            draw, f"Patient {index + 1}", identifier_system
+        ).items():
+            fhir[name].extend(resources)
+        patients.append(entry)
+        csv_rows.append(_csv_row(entry, draw))
+        log.info(
+            "synth patient %s: %d CT timepoints",
+            pseudonymize(entry.patient_id, f"synth{seed}"),
+            len(entry.timepoints),
+        )
+    (root / "fhir").mkdir(exist_ok=True)
+    for name, resources in fhir.items():
+        lines = (json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in resources)
+        (root / "fhir" / f"{name}.ndjson").write_text(
+            "".join(f"{line}\n" for line in lines), encoding="utf-8"
+        )
+    _write_csv(root / "clinical.csv", csv_rows)
+    manifest = CohortManifest(
+        generator=f"icibenefit.training.synth {__version__}",
+        seed=seed,
+        size=size,
+        signal=signal,
+        patients=patients,
+    )
+    (root / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, index, stream])
+
+
+def _generate_patient(
+    root: Path, seed: int, index: int, grid: Grid, signal: float
+) -> tuple[PatientEntry, ClinicalDraw]:
+    patient_id = f"SYN{seed}-{index + 1:04d}"
+    course = draw_course(_rng(seed, index, _STREAM_COURSE), signal)
+    schedule_rng = _rng(seed, index, _STREAM_SCHEDULE)
+    treatment_start = _FIRST_TREATMENT_START + dt.timedelta(
+        days=int(schedule_rng.integers(0, 5 * 365))
+    )
+    draw = draw_clinical(
+        _rng(seed, index, _STREAM_CLINICAL),
+        patient_id,
+        f"pat-{patient_id.lower()}",
+        treatment_start,
+        course,
+        signal,
+    )
+    scans = _schedule_scans(schedule_rng, treatment_start, course)
+    record = draw.record
+    patient = PatientInfo(
+        patient_id=patient_id,
+        name=f"SYNTHETIC^PATIENT{index + 1:04d}",
+        birth_date=record.birth_date or treatment_start,
+        sex="M" if record.sex == "male" else "F",
+    )
+    anatomy_rng = _rng(seed, index, _STREAM_ANATOMY)
+    anatomy = draw_anatomy(anatomy_rng)
+    baseline_ml = float(np.clip(anatomy_rng.lognormal(math.log(22.0), 0.7), 3.0, 110.0))
+    shape = draw_tumour(anatomy_rng, anatomy, baseline_ml)
+    base_look = TumourAppearance(
+        mean_hu=float(anatomy_rng.uniform(25, 45)), texture_sd=float(anatomy_rng.uniform(15, 35))
+    )
+    use_rtstruct = index % RTSTRUCT_EVERY == RTSTRUCT_EVERY - 1
+    timepoints = [
+        _write_timepoint(
+            root,
+            seed,
+            index,
+            grid,
+            patient,
+            scan,
+            number,
+            anatomy,
+            shape,
+            base_look,
+            course,
+            use_rtstruct,
+        )
+        for number, scan in enumerate(scans)
+    ]
+    entry = PatientEntry(
+        patient_id=patient_id,
+        treatment_start=treatment_start,
+        responder_latent=course.latent,
+        outcomes=course.outcomes,
+        clinical_record=record,
+        timepoints=timepoints,
+    )
+    return entry, draw
+
+
+def _schedule_scans(
+    rng: np.random.Generator, start: dt.date, course: ResponseCourse
+) -> list[_Scan]:
+    """Baseline 3-55 days before T0; up to two follow-ups at ~6-9 and ~12-17 weeks.
+
+    A follow-up that would fall after the patient's death or end of follow-up
+    is not performed, so early deaths have fewer scans, as in real cohorts.
+    """
+
+    def at(day_offset: int) -> dt.datetime:
+        minutes = int(rng.integers(8 * 60, 17 * 60))
+        return dt.datetime.combine(
+            start + dt.timedelta(days=day_offset), dt.time(minutes // 60, minutes % 60)
+        )
+
+    baseline_day = -int(rng.integers(3, 56))
+    scans = [_Scan("baseline", at(baseline_day), baseline_day / MONTH_DAYS)]
+    n_followups = int(rng.choice([0, 1, 2], p=[0.15, 0.35, 0.5]))
+    last_day = course.outcomes.os_months * MONTH_DAYS
+    for label, (lo, hi) in (("followup1", (42, 64)), ("followup2", (84, 120)))[:n_followups]:
+        day = int(rng.integers(lo, hi))
+        if day <= last_day:
+            scans.append(_Scan(label, at(day), day / MONTH_DAYS))  # type: ignore[arg-type]
+    return scans
+
+
+def _write_timepoint(
+    root: Path,
+    seed: int,
+    index: int,
+    grid: Grid,
+    patient: PatientInfo,
+    scan: _Scan,
+    number: int,
+    anatomy: Anatomy,
+    shape: TumourShape,
+    base_look: TumourAppearance,
+    course: ResponseCourse,
+    use_rtstruct: bool,
+) -> TimepointEntry:
+    key = f"icibenefit-synth/{seed}/{patient.patient_id}/{scan.label}"
+    months = max(
+        scan.months_after_start, 0.0
+    )  # the tumour is untreated before T0: kept as baseline
+    volume_ratio = min(math.exp(course.log_volume_rate * months), 3.0)
+    baseline_ml = 4 / 3 * math.pi * float(np.prod(shape.semi_axes)) / 1000
+    mask = tumour_mask(grid, shape, volume_ratio ** (1 / 3))
+    if baseline_ml * volume_ratio < VANISHED_ML or not mask.any():
+        mask[:] = False
+    look = TumourAppearance(
+        mean_hu=base_look.mean_hu + course.mean_hu_rate * months,
+        texture_sd=float(
+            np.clip(base_look.texture_sd * math.exp(course.log_texture_rate * months), 5, 90)
+        ),
+    )
+    noise_sd = 12.0 if grid.shape[1] <= 128 else 20.0
+    volume = render_volume(
+        _rng(seed, index, _STREAM_IMAGE * 10 + number), grid, anatomy, mask, look, noise_sd
+    )
+    study = StudyInfo(
+        study_uid=derive_uid(key, "study"),
+        series_uid=derive_uid(key, "ct-series"),
+        frame_of_reference_uid=derive_uid(key, "frame-of-reference"),
+        accession_number=f"S{seed % 10000:04d}{index + 1:05d}{number}",
+        study_id=f"CT{number + 1}",
+        when=scan.when,
+    )
+    slices = build_ct_slices(patient, study, grid, volume, key)
+    tp_dir = root / "dicom" / patient.patient_id / scan.label
+    write_series(slices, tp_dir / "ct")
+    segmentation = None
+    if mask.any():
+        annotated = scan.when + dt.timedelta(days=1, hours=2)
+        sop_uid = derive_uid(key, "segmentation")
+        series_uid = derive_uid(key, "segmentation-series")
+        if use_rtstruct:
+            path = tp_dir / "rtstruct.dcm"
+            build_rtstruct(slices, mask, series_uid, sop_uid, annotated).save_as(
+                path, enforce_file_format=True
+            )
+        else:
+            path = tp_dir / "seg.dcm"
+            build_seg(slices, mask, series_uid, sop_uid, annotated, key).save_as(
+                path, enforce_file_format=True
+            )
+        segmentation = SegmentationEntry(
+            kind="RTSTRUCT" if use_rtstruct else "SEG",
+            path=path.relative_to(root).as_posix(),
+            sop_instance_uid=sop_uid,
+            segment_label=SEGMENT_LABEL,
+        )
+    return TimepointEntry(
+        label=scan.label,
+        study_uid=study.study_uid,
+        series_uid=study.series_uid,
+        frame_of_reference_uid=study.frame_of_reference_uid,
+        study_date=scan.when.date(),
+        ct_dir=(tp_dir / "ct").relative_to(root).as_posix(),
+        n_slices=len(slices),
+        segmentation=segmentation,
+        tumour_volume_ml=round(float(mask.sum()) * grid.voxel_ml, 3),
+    )
+
+
+def _csv_row(entry: PatientEntry, draw: ClinicalDraw) -> dict[str, Any]:
+    record = draw.record
+    row: dict[str, Any] = {
+        "patient_id": entry.patient_id,
+        "fhir_patient_id": record.fhir_patient_id,
+        "sex": record.sex,
+        "birth_date": record.birth_date.isoformat() if record.birth_date else None,
+        "age_at_treatment_start": round(record.age_at_treatment_start or 0.0, 2),
+        "treatment_start": record.treatment_start.isoformat(),
+        "treatment_agent": record.treatment_agent,
+        "histology": record.histology,
+        "smoking_status": record.smoking_status,
+        "bmi": record.bmi,
+        "pdl1_tps": record.pdl1_tps,
+        "metastasis_sites": ";".join(record.metastasis_sites),
+    }
+    for tp in LabTimepoint:
+        panel = record.panel(tp)
+        for analyte in Analyte:
+            row[f"{tp.value}_{analyte.value}"] = panel.get(analyte)
+    row["n_ct_timepoints"] = len(entry.timepoints)
+    row.update(entry.outcomes.model_dump())
+    return row
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
