@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+
+from icibenefit.errors import DicomInputError, GeometryError
 from icibenefit.pipeline.images import (
     SeriesSelectionRules,
     choose_ct_series,
     load_ct_volume,
     summarize_series,
 )
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
-
-from icibenefit.errors import DicomInputError, GeometryError
 from tests.unit.pipeline.dicom_factory import ct_series, sort_by_position
 
 SPACING = (0.75, 0.6, 2.5)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from icibenefit.pipeline.images import load_ct_volume
-from icibenefit.pipeline.segmentation import load_tumour_mask
 
 from icibenefit.errors import DicomInputError, GeometryError
+from icibenefit.pipeline.images import load_ct_volume
+from icibenefit.pipeline.segmentation import load_tumour_mask
 from tests.unit.pipeline.dicom_factory import (
     ct_series,
     rtstruct_from_mask,
