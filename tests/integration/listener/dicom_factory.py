@@ -121,13 +121,14 @@ def write_seg(ct: CtSeries, path: Path) -> Path:
     from pydicom import dcmread
     from pydicom.sr.codedict import codes
 
-    images = [dcmread(f) for f in ct.files]
+    middle = len(ct.files) // 2
+    # The segmented slices only: a SEG may reference a subset of its source
+    # series, and highdicom then need not read hundreds of large slices.
+    images = [dcmread(f) for f in ct.files[max(middle - 2, 0) : middle + 3]]
     size = int(images[0].Rows)
-    mask = np.zeros((len(images), size, size), dtype=bool)
     yy, xx = np.indices((size, size))
-    middle = len(images) // 2
-    for z in range(max(middle - 2, 0), min(middle + 3, len(images))):
-        mask[z] = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 5) ** 2
+    mask = np.repeat(disc[None], len(images), axis=0)
     description = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label="tumour",
