@@ -26,6 +26,14 @@ class FhirError(IciBenefitError):
     """The FHIR server answered wrongly or not at all, after retries."""
 
 
+class FhirStatusError(FhirError):
+    """The FHIR server answered with an error status; ``status_code`` says which."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class PatientResolutionError(FhirError):
     """A DICOM patient identifier matched no FHIR Patient, or several."""
 

@@ -1,0 +1,193 @@
+"""Reading a patient's resources from a FHIR server or from FHIR NDJSON files.
+
+A :class:`ResourceReader` answers the few questions the clinical source asks
+and nothing more; both implementations return plain JSON dicts.  The NDJSON
+reader mirrors the server's search semantics for these questions (identifier
+token match, subject reference, LOINC code, date range), so both return the
+same resources for the same data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from icibenefit.errors import ConfigurationError, FhirError
+from icibenefit.fhir import codes
+from icibenefit.fhir.client import FhirClient
+
+log = logging.getLogger(__name__)
+
+#: LOINC codes of the hemogram and chemistry (absolute and percent differentials).
+LAB_LOINC = tuple(sorted(codes.ANALYTE_BY_LOINC))
+#: LOINC codes of the history Observations, searched without a date limit.
+HISTORY_LOINC = (codes.LOINC_SMOKING_STATUS, codes.LOINC_BMI, *codes.LOINC_PDL1)
+_MEDICATION_TYPES = ("MedicationAdministration", "MedicationStatement", "MedicationRequest")
+
+Resource = dict[str, Any]
+
+
+class ResourceReader(Protocol):
+    """The questions a clinical source asks of a FHIR data store."""
+
+    def patients_by_identifier(self, value: str, system: str | None) -> list[Resource]:
+        """Patients with an identifier ``value`` (in ``system`` when given)."""
+        ...
+
+    def lab_observations(self, patient: str, start: dt.date, end: dt.date) -> list[Resource]:
+        """Hemogram/chemistry Observations of ``patient`` (``Patient/<id>``) dated start..end."""
+        ...
+
+    def history_observations(self, patient: str) -> list[Resource]:
+        """Smoking status, BMI and PD-L1 Observations of ``patient``, any date."""
+        ...
+
+    def for_patient(self, resource_type: str, patient: str) -> list[Resource]:
+        """Every resource of a type about ``patient``, with referenced Medications."""
+        ...
+
+
+def _token(code: str) -> str:
+    return f"{codes.LOINC}|{code}"
+
+
+class ServerReader:
+    """Reads through FHIR searches on a server (POSTed, paged)."""
+
+    def __init__(self, client: FhirClient) -> None:
+        self.client = client
+
+    def patients_by_identifier(self, value: str, system: str | None) -> list[Resource]:
+        """``Patient?identifier=[system|]value``."""
+        token = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
+        identifier = f"{system}|{token}" if system else token
+        found = self.client.search("Patient", {"identifier": identifier})
+        return [r for r in found if r.get("resourceType") == "Patient"]
+
+    def lab_observations(self, patient: str, start: dt.date, end: dt.date) -> list[Resource]:
+        """``Observation?subject=..&code=<labs>&date=ge..&date=le..``."""
+        params = {
+            "subject": patient,
+            "code": ",".join(map(_token, LAB_LOINC)),
+            "date": [f"ge{start.isoformat()}", f"le{end.isoformat()}"],
+        }
+        return self.client.search("Observation", params)
+
+    def history_observations(self, patient: str) -> list[Resource]:
+        """``Observation?subject=..&code=<smoking, BMI, PD-L1>``."""
+        params = {"subject": patient, "code": ",".join(map(_token, HISTORY_LOINC))}
+        return self.client.search("Observation", params)
+
+    def for_patient(self, resource_type: str, patient: str) -> list[Resource]:
+        """``<type>?subject=..`` (+ ``_include`` of the Medication for medication types)."""
+        params: dict[str, str] = {"subject": patient}
+        if resource_type in _MEDICATION_TYPES:
+            params["_include"] = f"{resource_type}:medication"
+        return self.client.search(resource_type, params)
+
+
+class NdjsonReader:
+    """Reads a folder of FHIR NDJSON (one resource per line, a file per type).
+
+    Accepts the cohort layout ``DIR/fhir/*.ndjson`` or ``DIR/*.ndjson`` itself.
+    Everything is read into memory once: the embedded demo's files are small.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder = folder / "fhir" if (folder / "fhir").is_dir() else folder
+        files = sorted(folder.glob("*.ndjson"))
+        if not files:
+            raise ConfigurationError(f"no FHIR NDJSON files in {folder}")
+        self._by_type: dict[str, list[Resource]] = defaultdict(list)
+        self._by_subject: dict[tuple[str, str], list[Resource]] = defaultdict(list)
+        for resource in _read_ndjson(files):
+            resource_type = str(resource.get("resourceType"))
+            self._by_type[resource_type].append(resource)
+            subject = _subject(resource)
+            if subject is not None:
+                self._by_subject[(resource_type, subject)].append(resource)
+        self._medications = {
+            f"Medication/{m.get('id')}": m for m in self._by_type.get("Medication", [])
+        }
+
+    def patients_by_identifier(self, value: str, system: str | None) -> list[Resource]:
+        """Token search semantics: exact value, and system when given."""
+        return [
+            patient
+            for patient in self._by_type.get("Patient", [])
+            if any(
+                i.get("value") == value and (system is None or i.get("system") == system)
+                for i in patient.get("identifier") or []
+            )
+        ]
+
+    def lab_observations(self, patient: str, start: dt.date, end: dt.date) -> list[Resource]:
+        """Lab Observations whose effective date falls in start..end."""
+        return [
+            o
+            for o in self._observations(patient, LAB_LOINC)
+            if (day := _effective_date(o)) is not None and start <= day <= end
+        ]
+
+    def history_observations(self, patient: str) -> list[Resource]:
+        """Smoking status, BMI and PD-L1 Observations, any date."""
+        return self._observations(patient, HISTORY_LOINC)
+
+    def for_patient(self, resource_type: str, patient: str) -> list[Resource]:
+        """Resources of a type by subject, plus the Medications they reference."""
+        found = list(self._by_subject.get((resource_type, patient), []))
+        if resource_type in _MEDICATION_TYPES:
+            references = sorted(
+                {str((r.get("medicationReference") or {}).get("reference")) for r in found}
+            )
+            found += [self._medications[ref] for ref in references if ref in self._medications]
+        return found
+
+    def _observations(self, patient: str, loinc: Iterable[str]) -> list[Resource]:
+        wanted = set(loinc)
+        return [
+            o
+            for o in self._by_subject.get(("Observation", patient), [])
+            if any(
+                c.get("system") == codes.LOINC and c.get("code") in wanted
+                for c in (o.get("code") or {}).get("coding") or []
+            )
+        ]
+
+
+def _read_ndjson(files: Iterable[Path]) -> Iterable[Resource]:
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    resource = json.loads(line)
+                except json.JSONDecodeError:
+                    raise FhirError(f"{path.name} line {number} is not JSON") from None
+                if isinstance(resource, dict):
+                    yield resource
+
+
+def _subject(resource: Mapping[str, Any]) -> str | None:
+    for field in ("subject", "patient"):
+        reference = (resource.get(field) or {}).get("reference")
+        if reference:
+            return str(reference)
+    return None
+
+
+def _effective_date(observation: Mapping[str, Any]) -> dt.date | None:
+    value = observation.get("effectiveDateTime") or observation.get("effectiveInstant")
+    value = value or (observation.get("effectivePeriod") or {}).get("start")
+    if not isinstance(value, str) or len(value) < 10:
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
