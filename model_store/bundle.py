@@ -25,11 +25,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from icibenefit.model_store.manifest import MEMBER_NAME, BundleManifest
-from icibenefit.model_store.trusted import TRUSTED_TYPES
 from pydantic import ValidationError
 
 from icibenefit.errors import ModelBundleError
+from icibenefit.model_store.manifest import MEMBER_NAME, BundleManifest
+from icibenefit.model_store.trusted import TRUSTED_TYPES
 
 if TYPE_CHECKING:
     import torch

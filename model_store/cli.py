@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from icibenefit.model_store.bundle import verify_bundle
-from icibenefit.model_store.store import ModelStore
 
 from icibenefit.cli_common import settings_from
 from icibenefit.errors import ModelBundleError
+from icibenefit.model_store.bundle import verify_bundle
+from icibenefit.model_store.store import ModelStore
 
 models_app = typer.Typer(help="Manage versioned model bundles.", no_args_is_help=True)
 

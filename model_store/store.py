@@ -22,11 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from icibenefit.model_store.bundle import ModelBundle, load_bundle, read_manifest, verify_bundle
-from icibenefit.model_store.manifest import BundleManifest
 from pydantic import BaseModel, Field
 
 from icibenefit.errors import ModelBundleError
+from icibenefit.model_store.bundle import ModelBundle, load_bundle, read_manifest, verify_bundle
+from icibenefit.model_store.manifest import BundleManifest
 from icibenefit.settings import Settings
 
 BUNDLES_DIR = "bundles"

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from icibenefit.model_store import BundleWriter
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from icibenefit.model_store import BundleWriter, load_bundle
 
 from icibenefit.errors import ModelBundleError
+from icibenefit.model_store import BundleWriter, load_bundle
 
 
 def test_round_trip_predicts_identically(

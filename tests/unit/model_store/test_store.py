@@ -5,11 +5,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from icibenefit.model_store import ModelStore, configured_bundle_path
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
 from icibenefit.errors import ModelBundleError
+from icibenefit.model_store import ModelStore, configured_bundle_path
 
 
 def test_promote_and_rollback(tmp_path: Path, make_bundle: Callable[..., Path]) -> None:
