@@ -47,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from icibenefit.errors import ConfigurationError
 from icibenefit.listener import index
 from icibenefit.listener.outbox import Outbox
-
-from icibenefit.errors import ConfigurationError
 from icibenefit.settings import Settings
 
 JOB_STATES = ("queued", "running", "done", "failed", "dead")
@@ -193,7 +192,7 @@ def load_processor_factory(name: str) -> ProcessorFactory:
         raise ConfigurationError(f"job_processor {name!r} cannot be loaded: {exc}") from exc
     if not callable(factory):
         raise ConfigurationError(f"job_processor {name!r} is not callable")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 @dataclass(frozen=True)

@@ -264,7 +264,9 @@ class OutboxSender:
         ae = AE(ae_title=settings.scp_ae_title)
         ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
         assoc = ae.associate(
-            settings.pacs_host, int(settings.pacs_port or 0), ae_title=str(settings.pacs_ae_title)
+            str(settings.pacs_host),
+            int(settings.pacs_port or 0),
+            ae_title=str(settings.pacs_ae_title),
         )
         if not assoc.is_established:
             raise DeliveryError(f"association with {settings.pacs_ae_title} failed")

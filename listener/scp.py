@@ -21,11 +21,11 @@ import time
 from collections import Counter
 from typing import Any
 
-from icibenefit.listener.store import DicomStore
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from icibenefit.listener.store import DicomStore
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,7 @@ from contextlib import closing
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
+from icibenefit.cli_common import configure_logging
 from icibenefit.listener import index
 from icibenefit.listener.jobs import (
     JobContext,
@@ -40,8 +41,6 @@ from icibenefit.listener.outbox import Outbox, OutboxSender
 from icibenefit.listener.scp import ScpCounters, StorageScp
 from icibenefit.listener.status_api import StatusServer
 from icibenefit.listener.store import DicomStore
-
-from icibenefit.cli_common import configure_logging
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,7 +149,7 @@ class ListenerService:
             daemon=True,
         )
         worker.start()
-        return worker  # type: ignore[no-any-return]
+        return worker
 
     def _restart_dead_workers(self) -> None:
         context = multiprocessing.get_context("spawn")

@@ -22,7 +22,6 @@ from urllib.parse import parse_qs, urlsplit
 from icibenefit.listener import index, queries
 from icibenefit.listener.jobs import JOB_STATES
 from icibenefit.listener.scp import ScpCounters
-
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -34,13 +34,13 @@ from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
-from icibenefit.listener import index
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from icibenefit.errors import DicomInputError
+from icibenefit.listener import index
 from icibenefit.privacy import pseudonymize
 from icibenefit.settings import Settings
 

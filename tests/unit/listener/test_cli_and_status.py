@@ -47,10 +47,12 @@ def test_studies_and_jobs_json(make_settings, tmp_path: Path, monkeypatch) -> No
     result = runner.invoke(app, ["studies", "list", "--json"])
     assert result.exit_code == 0, result.output
     studies = json.loads(result.output)
-    assert studies[0]["study_uid"] == study_uid and studies[0]["instances"] == 2
+    assert studies[0]["study_uid"] == study_uid
+    assert studies[0]["instances"] == 2
     assert studies[0]["state"] == "dead"
     assert studies[0]["patient_id_hash"].startswith("p-")
-    assert PATIENT_ID not in result.output and PATIENT_NAME not in result.output
+    assert PATIENT_ID not in result.output
+    assert PATIENT_NAME not in result.output
     jobs = json.loads(runner.invoke(app, ["jobs", "list", "--json"]).output)
     assert {k: jobs[0][k] for k in ("id", "study_uid", "state", "attempts")} == {
         "id": job.id,
@@ -59,11 +61,13 @@ def test_studies_and_jobs_json(make_settings, tmp_path: Path, monkeypatch) -> No
         "attempts": 1,
     }
     result = runner.invoke(app, ["jobs", "retry", str(job.id)])
-    assert result.exit_code == 0 and "re-queued 1" in result.output
+    assert result.exit_code == 0
+    assert "re-queued 1" in result.output
     assert queue.counts()["queued"] == 1
     assert runner.invoke(app, ["jobs", "retry", "999"]).exit_code == 1
     table = runner.invoke(app, ["jobs", "list"])
-    assert table.exit_code == 0 and "queued" in table.output
+    assert table.exit_code == 0
+    assert "queued" in table.output
 
 
 def test_metrics_text(make_settings, tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ def setup(make_settings, tmp_path: Path):
 
 
 def test_job_only_after_quiet_period_and_once(setup) -> None:
-    settings, store, conn, queue, tmp = setup
+    _settings, store, _conn, queue, tmp = setup
     ct = write_ct_series(tmp / "ct", 3)
     _receive(store, ct.files)
     now = time.time()
@@ -56,12 +56,13 @@ def test_job_only_after_quiet_period_and_once(setup) -> None:
     assert len(created) == 1
     assert queue.enqueue_stable_studies(now + 60) == []
     job = queue.claim(worker_pid=1, now=now + 6)
-    assert job is not None and (job.study_uid, job.version, job.attempts) == (ct.study_uid, 1, 1)
+    assert job is not None
+    assert (job.study_uid, job.version, job.attempts) == (ct.study_uid, 1, 1)
     assert queue.claim(worker_pid=2, now=now + 6) is None
 
 
 def test_late_instance_after_processing_makes_version_two(setup) -> None:
-    settings, store, conn, queue, tmp = setup
+    _settings, store, conn, queue, tmp = setup
     ct = write_ct_series(tmp / "ct", 3)
     _receive(store, ct.files[:2])
     queue.enqueue_stable_studies(time.time() + 10)
@@ -77,7 +78,7 @@ def test_late_instance_after_processing_makes_version_two(setup) -> None:
 
 
 def test_failures_back_off_exponentially_then_die(setup) -> None:
-    settings, store, conn, queue, tmp = setup
+    _settings, store, conn, queue, tmp = setup
     _receive(store, write_ct_series(tmp / "ct", 1).files)
     t0 = time.time() + 10
     queue.enqueue_stable_studies(t0)
@@ -85,7 +86,8 @@ def test_failures_back_off_exponentially_then_die(setup) -> None:
     now = t0
     for attempt in range(1, 4):
         job = queue.claim(1, now)
-        assert job is not None and job.attempts == attempt
+        assert job is not None
+        assert job.attempts == attempt
         state = queue.fail(job, "boom", now)
         due = conn.execute("SELECT next_attempt_at FROM jobs").fetchone()[0]
         delays.append(due - now)
@@ -96,11 +98,12 @@ def test_failures_back_off_exponentially_then_die(setup) -> None:
     assert queue.claim(1, now + 1e6) is None  # dead jobs are never claimed
     assert queue.retry([1]) == 1
     job = queue.claim(1, time.time())
-    assert job is not None and job.attempts == 1
+    assert job is not None
+    assert job.attempts == 1
 
 
 def test_running_jobs_are_requeued_on_start(setup) -> None:
-    settings, store, conn, queue, tmp = setup
+    _settings, store, _conn, queue, tmp = setup
     _receive(store, write_ct_series(tmp / "ct", 1).files)
     queue.enqueue_stable_studies(time.time() + 10)
     assert queue.claim(1, time.time() + 10) is not None

@@ -44,7 +44,8 @@ def test_fhir_item_without_server_lands_in_outbox_folder(make_settings) -> None:
     files = list((settings.data_dir / "outbox" / "fhir").glob("*.json"))
     assert len(files) == 1
     request = json.loads(files[0].read_text())
-    assert request["method"] == "POST" and request["body"] == body
+    assert request["method"] == "POST"
+    assert request["body"] == body
     assert request["headers"]["If-None-Exist"] == "identifier=x|1"
 
 
@@ -65,14 +66,16 @@ def test_unreachable_pacs_retries_with_backoff_then_dead_letter(
     gaps = []
     for attempt in range(1, 4):
         item = sender.claim(now=time.time() + 1e4 * attempt)
-        assert item is not None and item.attempts == attempt
+        assert item is not None
+        assert item.attempts == attempt
         before = time.time()
         sender.attempt(item)
         row = conn.execute("SELECT state, next_attempt_at, last_error FROM outbox").fetchone()
         assert "association" in row["last_error"]
         gaps.append(row["next_attempt_at"] - before)
     assert row["state"] == "dead"
-    assert 0.9 < gaps[0] < 1.5 and 1.9 < gaps[1] < 2.5
+    assert 0.9 < gaps[0] < 1.5
+    assert 1.9 < gaps[1] < 2.5
     assert sender.claim(now=time.time() + 1e6) is None
     assert len(list((settings.data_dir / "outbox" / "pending").iterdir())) == 1  # kept
 

@@ -55,7 +55,8 @@ def test_store_writes_file_and_index(make_settings, tmp_path: Path) -> None:
     ct = write_ct_series(tmp_path / "ct", 2)
     store = DicomStore(settings)
     outcome = _store(store, ct.files[0])
-    assert outcome.status == SUCCESS and outcome.disposition == "stored"
+    assert outcome.status == SUCCESS
+    assert outcome.disposition == "stored"
     sop = dcmread(ct.files[0]).SOPInstanceUID
     stored = settings.data_dir / "dicom" / ct.study_uid / ct.series_uid / f"{sop}.dcm"
     assert stored.is_file()
@@ -68,7 +69,8 @@ def test_store_writes_file_and_index(make_settings, tmp_path: Path) -> None:
     study = conn.execute("SELECT * FROM studies").fetchone()
     assert study["patient_id"] == PATIENT_ID
     assert study["patient_id_hash"] == pseudonymize(PATIENT_ID, "icibenefit-default-site-key")
-    assert study["instances"] == 1 and study["pending"] == 1
+    assert study["instances"] == 1
+    assert study["pending"] == 1
     assert not list((settings.data_dir / "dicom" / ".incoming").iterdir())
 
 
@@ -125,7 +127,7 @@ def test_rejects_path_traversal_uid_without_writing(make_settings, tmp_path: Pat
 def test_rejects_truncated_and_mismatched(make_settings, tmp_path: Path) -> None:
     path = write_ct_series(tmp_path / "ct", 1).files[0]
     payload, sop_class, sop_instance = _payload(path)
-    with pytest.raises(Exception, match="undecodable|pixel data"):
+    with pytest.raises(Exception, match=r"undecodable|pixel data"):
         parse_header(payload[: len(payload) // 2], EXPLICIT, sop_class, sop_instance)
     with pytest.raises(Exception, match="SOP Instance UID differs"):
         parse_header(payload, EXPLICIT, sop_class, "1.2.3")
@@ -150,7 +152,8 @@ def test_deflated_dataset_is_parsed(tmp_path: Path) -> None:
     compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     deflated = compressor.compress(payload) + compressor.flush()
     header = parse_header(deflated, "1.2.840.10008.1.2.1.99", sop_class, sop_instance)
-    assert header.sop_instance_uid == sop_instance and header.modality == "CT"
+    assert header.sop_instance_uid == sop_instance
+    assert header.modality == "CT"
 
 
 def test_partial_files_are_discarded(make_settings) -> None:
