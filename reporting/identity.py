@@ -16,6 +16,7 @@ from pydicom.uid import generate_uid
 
 from icibenefit import __version__
 from icibenefit.domain import Prediction
+from icibenefit.errors import ReportError
 
 PLUGIN_NAME = "icibenefit"
 MANUFACTURER = "icibenefit project"
@@ -37,10 +38,18 @@ def software_version(prediction: Prediction) -> str:
     )
 
 
-def latest_timepoint_study_uid(prediction: Prediction) -> str:
-    """Study of the latest CT used: the report belongs there (STANDARDS.md)."""
-    latest = max(prediction.imaging, key=lambda tp: (tp.study_date, tp.days_from_treatment_start))
-    return latest.study_uid
+def report_study_uid(prediction: Prediction, study_uid: str | None = None) -> str:
+    """Study of the latest CT used: the report belongs there (STANDARDS.md).
+
+    A prediction without imaging (clinical model only) has no such study; the
+    caller then names the study that triggered it.
+    """
+    if prediction.imaging:
+        latest = max(prediction.imaging, key=lambda tp: (tp.study_date, tp.label))
+        return latest.study_uid
+    if study_uid is None:
+        raise ReportError("a prediction without imaging needs the study it reports on")
+    return study_uid
 
 
 def input_set_key(prediction: Prediction) -> str:
@@ -75,15 +84,15 @@ def _uid(*parts: str) -> str:
     return str(generate_uid(entropy_srcs=[PLUGIN_NAME, *parts]))
 
 
-def sr_series_uid(prediction: Prediction) -> str:
+def sr_series_uid(prediction: Prediction, study_uid: str | None = None) -> str:
     """One SR series per (study, bundle version): reruns add instances to it."""
-    study = latest_timepoint_study_uid(prediction)
+    study = report_study_uid(prediction, study_uid)
     return _uid("sr-series", study, prediction.bundle_name, prediction.bundle_version)
 
 
-def sr_instance_uid(prediction: Prediction) -> str:
+def sr_instance_uid(prediction: Prediction, study_uid: str | None = None) -> str:
     """SOP Instance UID for (study, bundle version, input set)."""
-    study = latest_timepoint_study_uid(prediction)
+    study = report_study_uid(prediction, study_uid)
     return _uid("sr-instance", study, prediction.bundle_version, input_set_key(prediction))
 
 
@@ -101,11 +110,11 @@ def device_uid(prediction: Prediction) -> str:
     return _uid("device", prediction.bundle_name, prediction.bundle_version)
 
 
-def risk_assessment_identifier(prediction: Prediction) -> str:
+def risk_assessment_identifier(prediction: Prediction, study_uid: str | None = None) -> str:
     """Business identifier shared by every run for one (study, bundle version).
 
     A rerun after late instances *updates* the RiskAssessment carrying this
     identifier instead of creating a second one (issue 6: the count stays one);
     the input set of the current run is a second identifier (the SR's UID).
     """
-    return f"urn:oid:{sr_series_uid(prediction)}"
+    return f"urn:oid:{sr_series_uid(prediction, study_uid)}"

@@ -32,11 +32,11 @@ from typing import Any
 from dateutil.relativedelta import relativedelta
 from fhir.resources.R4B.device import Device
 from fhir.resources.R4B.riskassessment import RiskAssessment
-from icibenefit.reporting import identity
-from icibenefit.reporting.sr import summary_text, top_features_text
 
 from icibenefit import __version__
 from icibenefit.domain import ENDPOINTS, Prediction
+from icibenefit.reporting import identity
+from icibenefit.reporting.sr import summary_text, top_features_text
 
 RISK_PROBABILITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/risk-probability"
 ENDPOINT_SYSTEM = "urn:icibenefit:endpoint"
@@ -97,6 +97,7 @@ def build_risk_assessment(
     *,
     subject: Mapping[str, Any],
     device_reference: Mapping[str, Any],
+    study_uid: str | None = None,
 ) -> RiskAssessment:
     """The RiskAssessment of ``prediction``, validated by fhir.resources.
 
@@ -108,6 +109,8 @@ def build_risk_assessment(
         Reference to the Patient (see :func:`patient_reference`).
     device_reference
         Reference to the Device (by id once written, or by identifier).
+    study_uid
+        The study reported on, needed only when the prediction used no CT.
     """
     created = prediction.created
     if created.tzinfo is None:
@@ -133,11 +136,11 @@ def build_risk_assessment(
         "identifier": [
             {
                 "system": identity.IDENTIFIER_SYSTEM,
-                "value": identity.risk_assessment_identifier(prediction),
+                "value": identity.risk_assessment_identifier(prediction, study_uid),
             },
             {
                 "system": INPUT_SET_SYSTEM,
-                "value": f"urn:oid:{identity.sr_instance_uid(prediction)}",
+                "value": f"urn:oid:{identity.sr_instance_uid(prediction, study_uid)}",
             },
         ],
         "status": "final",

@@ -30,7 +30,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import highdicom as hd
-from icibenefit.reporting import identity
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
@@ -38,6 +37,7 @@ from pydicom.uid import SegmentationStorage
 
 from icibenefit.domain import ENDPOINTS, EndpointPrediction, ImagingTimepoint, Prediction
 from icibenefit.errors import ReportError
+from icibenefit.reporting import identity
 
 PROBABILITY_UNIT = Code("{probability}", "UCUM", "probability")
 PROCEDURE_CT_CHEST = Code("24627-2", "LN", "CT Chest")

@@ -2,6 +2,9 @@ import datetime as dt
 
 import pytest
 from fhir.resources.R4B.riskassessment import RiskAssessment
+from unit.reporting.factories import Case
+
+from icibenefit.domain import ENDPOINTS
 from icibenefit.reporting import identity
 from icibenefit.reporting.risk_assessment import (
     build_device,
@@ -10,9 +13,6 @@ from icibenefit.reporting.risk_assessment import (
     patient_reference,
     to_json,
 )
-from unit.reporting.factories import Case
-
-from icibenefit.domain import ENDPOINTS
 
 
 @pytest.fixture(scope="module")

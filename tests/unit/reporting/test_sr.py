@@ -1,5 +1,9 @@
 import highdicom as hd
 import pytest
+from pydicom.uid import RTStructureSetStorage
+from unit.reporting.factories import Case
+
+from icibenefit.errors import ReportError
 from icibenefit.reporting import identity
 from icibenefit.reporting.sr import (
     build_sr,
@@ -8,10 +12,6 @@ from icibenefit.reporting.sr import (
     risk_concept,
     summary_text,
 )
-from pydicom.uid import RTStructureSetStorage
-from unit.reporting.factories import Case
-
-from icibenefit.errors import ReportError
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,306 @@
+"""One job, end to end: inputs from the index, a prediction, two reports in the outbox.
+
+:class:`ReportingProcessor` is what the listener's workers run for a stable
+study (the seam is documented in :mod:`icibenefit.listener.jobs`).  It
+
+1. collects the patient's studies *up to and including* the job's study (by
+   study date), so the report of a baseline study says what was known at
+   baseline even when follow-ups arrived meanwhile, and every run is
+   reproducible from the index alone;
+2. asks the clinical source for the patient's record (FHIR server or NDJSON);
+3. asks the pipeline for a :class:`~icibenefit.domain.Prediction`;
+4. builds the SR (:mod:`icibenefit.reporting.sr`), keeps a copy in
+   ``<data_dir>/reports/sr/<series>/<sop>.dcm`` (the predecessor of the next
+   rerun is found there) and queues it for the PACS;
+5. queues one FHIR transaction: conditional update of the Device and of the
+   RiskAssessment on their business identifiers.
+
+Idempotence: the SR's UIDs and the RiskAssessment's identifiers derive from
+(study, model version, input set), and the outbox ignores a dedup key it
+already holds, so a retried attempt queues nothing new.  A rerun after late
+instances has a new input set: a new SR naming its predecessor, and a new
+transaction that *updates* the one RiskAssessment of the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from pydicom import Dataset, dcmread
+
+from icibenefit.domain import ClinicalRecord, Prediction
+from icibenefit.privacy import pseudonymize
+from icibenefit.reporting import identity
+from icibenefit.reporting.risk_assessment import (
+    build_device,
+    build_risk_assessment,
+    device_identifier,
+    patient_reference,
+    to_json,
+)
+from icibenefit.reporting.sr import build_sr
+from icibenefit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SR_ARCHIVE = Path("reports") / "sr"
+
+
+class PatientPredictor(Protocol):
+    """The pipeline seam: a patient's record and DICOM files in, a prediction out."""
+
+    def __call__(self, record: ClinicalRecord, dicom_files: Sequence[Path]) -> Prediction:
+        """Predict from exactly these inputs; raise an IciBenefitError when impossible."""
+        ...
+
+
+class RecordSource(Protocol):
+    """Where the clinical record comes from (``icibenefit.fhir.sources.ClinicalSource``)."""
+
+    def clinical_record(self, patient_id: str, issuer: str | None = None) -> ClinicalRecord:
+        """The clinical record of the patient with this DICOM PatientID."""
+        ...
+
+
+class InstanceLike(Protocol):
+    """What the processor reads from an index row (``listener.jobs.InstanceRecord``)."""
+
+    @property
+    def sop_instance_uid(self) -> str:
+        """SOP Instance UID."""
+        ...
+
+    @property
+    def path(self) -> Path:
+        """Where the instance is stored."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reports:
+    """What one run produced (returned for the demo and tests)."""
+
+    prediction: Prediction
+    sr: Dataset | None
+    sr_path: Path | None
+    predecessor_uid: str | None
+    transaction: dict[str, Any]
+
+
+class ReportingProcessor:
+    """The listener's :class:`~icibenefit.listener.jobs.StudyProcessor` for icibenefit.
+
+    Parameters
+    ----------
+    settings
+        The service settings (data directory, pseudonym key, FHIR identifier system).
+    records
+        The clinical source.
+    predictor
+        The pipeline (see :class:`PatientPredictor`).
+    """
+
+    def __init__(
+        self, settings: Settings, records: RecordSource, predictor: PatientPredictor
+    ) -> None:
+        self.settings = settings
+        self.records = records
+        self.predictor = predictor
+        self.archive = SrArchive(settings.data_dir / SR_ARCHIVE)
+
+    def process(self, job: Any) -> None:
+        """Run one job (a ``listener.jobs.JobContext``)."""
+        study = job.index.study(job.study_uid)
+        pseudonym = pseudonymize(study.patient_id, self.settings.pseudonym_key.get_secret_value())
+        studies = [
+            s
+            for s in job.index.patient_studies(job.study_uid)
+            if not study.study_date or not s.study_date or s.study_date <= study.study_date
+        ]
+        instances = [i for s in studies for i in job.index.instances(s.study_uid)]
+        log.info(
+            "job %s: patient %s, study version %s, %d studies, %d instances",
+            job.job_id,
+            pseudonym,
+            job.version,
+            len(studies),
+            len(instances),
+        )
+        issuer = _issuer(instances)
+        record = self.records.clinical_record(study.patient_id, issuer)
+        prediction = self.predictor(record, [i.path for i in instances])
+        reports = self.report(prediction, record, instances, job.study_uid)
+        if reports.sr is not None:
+            job.outbox.enqueue_dicom(reports.sr, study_uid=job.study_uid, job_id=job.job_id)
+        job.outbox.enqueue_fhir(
+            "POST",
+            "",
+            reports.transaction,
+            f"fhir:riskassessment:{identity.sr_instance_uid(prediction, job.study_uid)}",
+            study_uid=job.study_uid,
+            job_id=job.job_id,
+        )
+        log.info(
+            "job %s: patient %s reported (%s ensemble; SR %s; predecessor %s)",
+            job.job_id,
+            pseudonym,
+            prediction.ensemble_kind,
+            "queued" if reports.sr is not None else "not applicable (no CT used)",
+            reports.predecessor_uid or "none",
+        )
+
+    def report(
+        self,
+        prediction: Prediction,
+        record: ClinicalRecord,
+        instances: Sequence[InstanceLike],
+        study_uid: str,
+    ) -> Reports:
+        """Build (and archive) the SR and the FHIR transaction of one prediction."""
+        sr = sr_path = predecessor_uid = None
+        if prediction.imaging:
+            images, segmentations = _input_headers(prediction, instances)
+            series_uid = identity.sr_series_uid(prediction)
+            own_uid = identity.sr_instance_uid(prediction)
+            predecessor = self.archive.latest(series_uid, exclude=own_uid)
+            sr = build_sr(prediction, images, segmentations, predecessor=predecessor)
+            sr_path = self.archive.save(sr)
+            predecessor_uid = None if predecessor is None else str(predecessor.SOPInstanceUID)
+        subject = patient_reference(
+            prediction.patient_id,
+            record.fhir_patient_id,
+            self.settings.fhir_patient_identifier_system,
+        )
+        return Reports(
+            prediction=prediction,
+            sr=sr,
+            sr_path=sr_path,
+            predecessor_uid=predecessor_uid,
+            transaction=transaction_bundle(prediction, subject, study_uid),
+        )
+
+
+def transaction_bundle(
+    prediction: Prediction, subject: dict[str, Any], study_uid: str | None = None
+) -> dict[str, Any]:
+    """One FHIR transaction: conditional updates of the Device and the RiskAssessment.
+
+    Conditional update (``PUT Type?identifier=system|value``) creates the
+    resource when no match exists and replaces it when one does, so retries and
+    reruns never duplicate either.  The RiskAssessment's performer points at
+    the Device's ``urn:uuid`` full URL, which the server rewrites to the
+    Device's real id within the same transaction (FHIR R4 3.1.0.11.2).
+    """
+    device_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, identity.device_uid(prediction))}"
+    ra_key = identity.risk_assessment_identifier(prediction, study_uid)
+    ra_url = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, ra_key)}"
+    device = to_json(build_device(prediction))
+    risk = to_json(
+        build_risk_assessment(
+            prediction,
+            subject=subject,
+            device_reference={"reference": device_url},
+            study_uid=study_uid,
+        )
+    )
+    device_id = device_identifier(prediction)
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": device_url,
+                "resource": device,
+                "request": {
+                    "method": "PUT",
+                    "url": "Device?"
+                    + urlencode({"identifier": f"{device_id['system']}|{device_id['value']}"}),
+                },
+            },
+            {
+                "fullUrl": ra_url,
+                "resource": risk,
+                "request": {
+                    "method": "PUT",
+                    "url": "RiskAssessment?"
+                    + urlencode({"identifier": f"{identity.IDENTIFIER_SYSTEM}|{ra_key}"}),
+                },
+            },
+        ],
+    }
+
+
+class SrArchive:
+    """Copies of the SRs we produced, by series: the source of Predecessor Documents.
+
+    Kept beside the outbox because a delivered outbox item loses its payload,
+    and asking the PACS for our own earlier SR would make a rerun depend on
+    the PACS being reachable.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def latest(self, series_uid: str, *, exclude: str) -> Dataset | None:
+        """The SR with the highest instance number in the series, other than ``exclude``."""
+        folder = self.root / series_uid
+        if not folder.is_dir():
+            return None
+        candidates = [
+            dcmread(path, stop_before_pixels=True)
+            for path in sorted(folder.glob("*.dcm"))
+            if path.stem != exclude
+        ]
+        return max(candidates, key=lambda ds: int(ds.InstanceNumber), default=None)
+
+    def save(self, sr: Dataset) -> Path:
+        """Write ``sr`` (atomically: temporary file, fsync, rename) and return its path."""
+        folder = self.root / str(sr.SeriesInstanceUID)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{sr.SOPInstanceUID}.dcm"
+        temp = target.with_suffix(".part")
+        sr.save_as(temp, enforce_file_format=True)
+        with open(temp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, target)
+        return target
+
+
+def _issuer(instances: Sequence[InstanceLike]) -> str | None:
+    """IssuerOfPatientID of the patient's images, when the modality sent one."""
+    for instance in instances[:1]:
+        value = dcmread(instance.path, stop_before_pixels=True).get("IssuerOfPatientID")
+        return str(value) if value else None
+    return None
+
+
+def _input_headers(
+    prediction: Prediction, instances: Sequence[InstanceLike]
+) -> tuple[list[Dataset], list[Dataset]]:
+    """Headers of the CT images and segmentations the prediction names."""
+    by_uid = {i.sop_instance_uid: i.path for i in instances}
+    wanted_images = {uid for tp in prediction.imaging for uid in tp.image_sop_uids}
+    series = {tp.series_uid for tp in prediction.imaging if not tp.image_sop_uids}
+    wanted_segs = {tp.segmentation_sop_uid for tp in prediction.imaging if tp.segmentation_sop_uid}
+    images, segmentations = [], []
+    for uid, path in by_uid.items():
+        if uid in wanted_segs:
+            segmentations.append(_header(path))
+        elif uid in wanted_images:
+            images.append(_header(path))
+        elif series:
+            ds = _header(path)
+            if str(ds.SeriesInstanceUID) in series and ds.get("Modality") == "CT":
+                images.append(ds)
+    return images, segmentations
+
+
+def _header(path: Path) -> Dataset:
+    return dcmread(path, stop_before_pixels=True)
