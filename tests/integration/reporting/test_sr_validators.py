@@ -4,9 +4,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from icibenefit.reporting.sr import build_sr
 from pydicom.uid import RTStructureSetStorage
 from unit.reporting.factories import Case
+
+from icibenefit.reporting.sr import build_sr
 
 pytestmark = pytest.mark.integration
 
