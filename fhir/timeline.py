@@ -147,8 +147,8 @@ class _Reported:
 
 
 def _reported_lab(observation: Observation) -> _Reported | None:
-    analytes = {codes.ANALYTE_BY_LOINC[c] for c in coded(observation.code, codes.LOINC)}
-    analytes &= set(codes.ANALYTE_BY_LOINC.values())
+    loinc = coded(observation.code, codes.LOINC)
+    analytes = {codes.ANALYTE_BY_LOINC[c] for c in loinc if c in codes.ANALYTE_BY_LOINC}
     quantity = observation.valueQuantity
     effective = effective_datetime(observation)
     if (
