@@ -138,7 +138,10 @@ def listener_settings(workdir: Path, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def storescu(
+STORESCU_ENV = {"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"}
+
+
+def storescu_command(
     port: int,
     paths: list[Path],
     *,
@@ -146,16 +149,29 @@ def storescu(
     called_ae: str = AE_TITLE,
     extra: list[str] | None = None,
     verbose: bool = False,
-    timeout: float = 300.0,
-) -> subprocess.CompletedProcess[str]:
-    """dcmtk's storescu (never the venv's pynetdicom one), TCP_NODELAY on."""
+) -> list[str]:
+    """The command line of dcmtk's storescu (never the venv's pynetdicom one).
+
+    Run it with :data:`STORESCU_ENV` (TCP_NODELAY=1, or Nagle costs ~45 ms per
+    instance).  ``-R`` proposes only the SOP classes of the files (SEG, SR...).
+    """
     command = ["/usr/bin/storescu", "-aet", calling_ae, "-aec", called_ae, "-R", "-nh"]
     if verbose:
         command.append("-v")
-    command += [*(extra or []), "127.0.0.1", str(port), *map(str, paths)]
-    env = {**os.environ, "TCP_NODELAY": "1"}
+    return [*command, *(extra or []), "127.0.0.1", str(port), *map(str, paths)]
+
+
+def storescu(
+    port: int, paths: list[Path], *, timeout: float = 300.0, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run dcmtk's storescu to completion (options as :func:`storescu_command`)."""
     return subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+        storescu_command(port, paths, **options),
+        capture_output=True,
+        text=True,
+        env=STORESCU_ENV,
+        timeout=timeout,
+        check=False,
     )
 
 
