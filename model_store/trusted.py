@@ -30,5 +30,9 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         "sklearn.neighbors._kd_tree.KDTree",
         "sklearn.neighbors._ball_tree.BallTree",
         "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        # icibenefit's own transformers (scikit-learn estimator contract, plain attributes)
+        "icibenefit.pipeline.clinical_features.KMeansImputer",
+        "icibenefit.pipeline.delta.DeltaClipper",
+        "icibenefit.pipeline.normalization.IntensityNormalizer",
     }
 )

@@ -34,6 +34,8 @@ def _read_predictions(path: Path) -> pd.DataFrame:
     missing = {"patient_id", "y"} - set(table.columns)
     if missing:
         raise TrainingError(f"predictions CSV lacks column(s): {', '.join(sorted(missing))}")
+    if table["patient_id"].duplicated().any():
+        raise TrainingError("predictions CSV lists a patient more than once")
     if table["y"].isna().any():
         raise TrainingError("predictions CSV has rows without a label y")
     if not any(column.startswith(SCORE_PREFIX) for column in table.columns):

@@ -205,3 +205,14 @@ def test_cli_rejects_bad_csv(tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert isinstance(result.exception, TrainingError)
     assert "score:" in str(result.exception)
+
+
+def test_cli_rejects_duplicate_patients(tmp_path: Path) -> None:
+    predictions = tmp_path / "p.csv"
+    frame = _cohort(6, n=10)
+    pd.concat([frame, frame.iloc[:1]]).to_csv(predictions, index=False)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--predictions", str(predictions), "--endpoint", "pfs6", "--out", "x"]
+    )
+    assert isinstance(result.exception, TrainingError)
+    assert "more than once" in str(result.exception)

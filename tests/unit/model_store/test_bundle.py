@@ -143,3 +143,29 @@ def test_unknown_member_is_a_clear_error(make_bundle: Callable[..., Path]) -> No
     bundle = load_bundle(make_bundle())
     with pytest.raises(ModelBundleError, match=r"no member estimators/pfs9\.skops"):
         bundle.estimator("pfs9")
+
+
+def test_project_transformers_are_allow_listed(tmp_path: Path) -> None:
+    """The training pipeline shape (KMeansImputer first) loads without extra_trusted."""
+    from imblearn.pipeline import Pipeline
+    from sklearn.ensemble import RandomForestClassifier
+
+    from icibenefit.pipeline.clinical_features import KMeansImputer
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3))
+    X[rng.uniform(size=X.shape) < 0.1] = np.nan
+    y = rng.integers(0, 2, 40)
+    pipeline = Pipeline(
+        [("impute", KMeansImputer(n_clusters=3)), ("rf", RandomForestClassifier(5, random_state=0))]
+    ).fit(X, y)
+    writer = BundleWriter(
+        tmp_path / "b",
+        name="x",
+        version="1",
+        training_data_fingerprint="f",
+        intended_use={"demonstration": True},
+    )
+    writer.add_estimator("m", pipeline)
+    loaded = load_bundle(writer.write()).estimator("m")
+    np.testing.assert_array_equal(loaded.predict_proba(X), pipeline.predict_proba(X))
