@@ -58,11 +58,14 @@ def write_report(result: EvaluationResult, out_dir: Path | str) -> dict[str, Pat
     _write_json(written["details"], result.details_json())
 
     title = result.endpoint.upper()
+    analysed = {outcome for e in result.models.values() for outcome in e.survival}
     sections = [
         f"# Evaluation, endpoint {title}\n",
         f"N test = {result.n} ({int(result.y.sum())} with label 1); 95% CIs from "
         f"{result.n_boot} stratified bootstrap resamples (seed {result.seed}); "
-        f"threshold {result.threshold:g}.\n",
+        f"threshold {result.threshold:g}. Hazard ratios compare the high-probability group "
+        f"(score >= {result.threshold:g}) with the low one (Cox, Efron ties; p-value = Wald); "
+        "C-index: higher score = longer survival.\n",
     ]
     tables = [
         (
@@ -81,7 +84,7 @@ def write_report(result: EvaluationResult, out_dir: Path | str) -> dict[str, Pat
         ("calibration", "Calibration", calibration_table([result]), []),
     ]
     for stem, heading, table, bold in tables:
-        if stem == "survival" and not result.survival:
+        if stem == "survival" and not analysed:
             continue
         if table.empty and stem != "discrimination":
             continue
@@ -89,7 +92,7 @@ def write_report(result: EvaluationResult, out_dir: Path | str) -> dict[str, Pat
         written[stem] = out / f"{stem}.csv"
 
     written["roc"] = plot_roc(result, out / "roc.png")
-    for outcome in result.survival:
+    for outcome in sorted(analysed):
         written[f"km_{outcome}"] = plot_kaplan_meier(result, outcome, out / f"km_{outcome}.png")
     if any(e.calibration is not None for e in result.models.values()):
         written["calibration_plot"] = plot_calibration(result, out / "calibration.png")

@@ -216,3 +216,16 @@ def test_cli_rejects_duplicate_patients(tmp_path: Path) -> None:
     )
     assert isinstance(result.exception, TrainingError)
     assert "more than once" in str(result.exception)
+
+
+def test_report_without_survival_data(tmp_path: Path) -> None:
+    cohort = _cohort(7, n=30)
+    result = evaluate_models(
+        cohort["y"], {"a": cohort["score:clinical"]}, endpoint="os12", n_boot=20
+    )
+    write_report(result, tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "metrics.json" in names
+    assert "roc.png" in names
+    assert not any(n.startswith(("km_", "survival")) for n in names)
+    assert result.metrics_json()["models"]["a"]["survival"] == {}
