@@ -11,8 +11,9 @@
   the definition that R's ``ResourceSelection::hoslem.test`` implements: groups
   cut at the type-7 quantiles of p (duplicate cut points merged, intervals closed
   on the right, the lowest included), chi-square = sum over groups and both
-  outcomes of (observed - expected)^2 / expected, with g - 2 degrees of freedom.
-  Groups left empty by tied cut points are dropped (R would return NaN).
+  outcomes of (observed - expected)^2 / expected, with G - 2 degrees of freedom
+  where G is the number of groups actually formed (ResourceSelection 0.3-6; it
+  equals g unless tied probabilities merge cut points).
 """
 
 from __future__ import annotations
@@ -65,7 +66,10 @@ def check_probabilities(p: ArrayLike, n: int) -> NDArray[np.float64]:
 
 
 def hosmer_lemeshow(y: ArrayLike, p: ArrayLike, g: int = 10) -> HosmerLemeshow:
-    """Hosmer-Lemeshow test as ``ResourceSelection::hoslem.test(y, p, g)`` defines it."""
+    """Hosmer-Lemeshow test as ``ResourceSelection::hoslem.test(y, p, g)`` defines it.
+
+    The p-value is NaN when fewer than three groups can be formed (df < 1).
+    """
     labels = np.asarray(y, dtype=float)
     probabilities = check_probabilities(p, labels.size)
     if g < 3:
@@ -82,8 +86,9 @@ def hosmer_lemeshow(y: ArrayLike, p: ArrayLike, g: int = 10) -> HosmerLemeshow:
     expected = np.concatenate([size[used] - expected_1[used], expected_1[used]])
     with np.errstate(divide="ignore", invalid="ignore"):
         statistic = float(np.sum((observed - expected) ** 2 / expected))
-    df = g - 2
-    return HosmerLemeshow(chi2=statistic, df=df, p=float(chi2.sf(statistic, df)))
+    df = int(used.sum()) - 2
+    p = float(chi2.sf(statistic, df)) if df >= 1 else float("nan")
+    return HosmerLemeshow(chi2=statistic, df=df, p=p)
 
 
 def calibration_slope_intercept(y: ArrayLike, p: ArrayLike) -> tuple[float, float]:

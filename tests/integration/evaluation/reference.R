@@ -8,8 +8,8 @@ suppressPackageStartupMessages({
   library(survival)
 })
 
-# ResourceSelection::hoslem.test (0.3-5), copied from the package source: the
-# Debian archive has no r-cran-resourceselection.
+# ResourceSelection::hoslem.test (0.3-6, github psolymos/ResourceSelection
+# R/hoslem.test.R), restated here: the Debian archive has no r-cran-resourceselection.
 hoslem <- function(x, y, g = 10) {
   yhat <- y
   y <- x
@@ -18,7 +18,8 @@ hoslem <- function(x, y, g = 10) {
   observed <- xtabs(cbind("y0" = 1 - y, "y1" = y) ~ cutyhat)
   expected <- xtabs(cbind("yhat0" = 1 - yhat, "yhat1" = yhat) ~ cutyhat)
   chisq <- sum((observed - expected)^2 / expected)
-  c(chisq, 1 - pchisq(chisq, g - 2))
+  G <- length(unique(cutyhat))
+  c(chisq, 1 - pchisq(chisq, G - 2), G - 2)
 }
 
 args <- commandArgs(trailingOnly = TRUE)
@@ -56,7 +57,7 @@ for (name in names(data)) {
     hr = fit$conf.int[1, "exp(coef)"], hr_lo = fit$conf.int[1, "lower .95"],
     hr_hi = fit$conf.int[1, "upper .95"], cox_p = fit$coefficients[1, "Pr(>|z|)"],
     cal_intercept = unname(recal[1]), cal_slope = unname(recal[2]),
-    hl_chi2 = hl[1], hl_p = hl[2]
+    hl_chi2 = hl[1], hl_p = hl[2], hl_df = hl[3]
   )
 }
 write.csv(do.call(rbind, rows), args[2], row.names = FALSE)

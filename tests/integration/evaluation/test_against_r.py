@@ -173,3 +173,4 @@ def test_calibration_equals_r(name: str, r_reference: pd.DataFrame, ours) -> Non
     if np.isfinite(ref.hl_chi2):  # R gives NaN when a quantile group is empty
         assert calibration.hosmer_lemeshow.chi2 == pytest.approx(ref.hl_chi2, abs=EXACT)
         assert calibration.hosmer_lemeshow.p == pytest.approx(ref.hl_p, abs=EXACT)
+        assert calibration.hosmer_lemeshow.df == ref.hl_df

@@ -161,7 +161,7 @@ def test_write_report_outputs(tmp_path: Path) -> None:
     assert "**" in markdown  # best value per metric is bold
     details = json.loads((tmp_path / "out" / "details.json").read_text())
     assert details["n_boot"] == 30
-    assert details["models"]["a"]["calibration"]["hosmer_lemeshow"]["df"] == 8
+    assert details["models"]["a"]["calibration"]["hosmer_lemeshow"]["df"] == 8  # 10 groups
 
 
 def test_cli_writes_metrics(tmp_path: Path) -> None:

@@ -20,10 +20,10 @@ def _data(seed: int, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def _hoslem_by_hand(y: np.ndarray, p: np.ndarray, g: int) -> tuple[float, float]:
-    """ResourceSelection::hoslem.test written out literally, one group at a time."""
+def _hoslem_by_hand(y: np.ndarray, p: np.ndarray, g: int) -> tuple[float, float, int]:
+    """ResourceSelection::hoslem.test (0.3-6) written out literally, one group at a time."""
     cuts = np.unique(np.quantile(p, np.linspace(0, 1, g + 1)))
-    statistic = 0.0
+    statistic, groups = 0.0, 0
     for i in range(1, cuts.size):
         lower, upper = cuts[i - 1], cuts[i]
         member = (p > lower) & (p <= upper) if i > 1 else (p >= lower) & (p <= upper)
@@ -32,7 +32,8 @@ def _hoslem_by_hand(y: np.ndarray, p: np.ndarray, g: int) -> tuple[float, float]
         o1, e1 = y[member].sum(), p[member].sum()
         o0, e0 = member.sum() - o1, member.sum() - e1
         statistic += (o1 - e1) ** 2 / e1 + (o0 - e0) ** 2 / e0
-    return statistic, float(chi2.sf(statistic, g - 2))
+        groups += 1
+    return statistic, float(chi2.sf(statistic, groups - 2)), groups - 2
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -41,10 +42,10 @@ def test_hosmer_lemeshow_equals_hand_computation(seed: int) -> None:
     if seed == 2:
         p = np.clip(np.round(p, 1), 0.1, 0.9)  # heavy ties: duplicate cut points merge
     result = hosmer_lemeshow(y, p, g=10)
-    statistic, p_value = _hoslem_by_hand(y, p, 10)
+    statistic, p_value, df = _hoslem_by_hand(y, p, 10)
     assert result.chi2 == pytest.approx(statistic, rel=1e-12)
     assert result.p == pytest.approx(p_value, rel=1e-12)
-    assert result.df == 8
+    assert result.df == df == (6 if seed == 2 else 8)  # 9 distinct cut points -> 8 groups
 
 
 def test_brier_equals_sklearn_and_curve_is_within_unit_square() -> None:
