@@ -2,11 +2,71 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from icibenefit.cli_common import not_implemented
+from icibenefit.cli_common import configure_logging, settings_from
 
 
-def demo(ctx: typer.Context) -> None:
+def demo(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory (overrides data_dir).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="DICOM port of the demo's SCP (default: a free port).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the reports after sending.")
+    ] = 300.0,
+) -> None:
     """Run the whole loop on embedded defaults: synthetic patient in, reports out."""
-    not_implemented("demo")
+    import logging
+    import socket
+
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from icibenefit.listener.jobs import RECORDING_FACTORY
+    from icibenefit.reporting import demo as demo_steps
+
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+    settings = settings_from(
+        ctx, data_dir=data_dir, scp_port=port, study_quiet_seconds=2.0, status_port=0
+    )
+    configure_logging(settings)
+    for noisy in ("shap", "pynetdicom", "pykwalify", "radiomics", "matplotlib", "highdicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    console = Console()
+    outcome = demo_steps.run_demo(settings, console.print, timeout=timeout)
+
+    console.rule("result")
+    for delivery in outcome.deliveries:
+        what = "SR" if delivery["kind"] == "dicom" else "FHIR transaction"
+        console.print(f"{what} -> {delivery['destination'] or delivery['state']}")
+    if outcome.summary:
+        console.rule("DICOM SR summary (latest study)")
+        console.print(outcome.summary)
+        console.print(
+            "probabilities read back from the SR: "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sorted(outcome.probabilities.items()))
+        )
+    if outcome.risk_assessment:
+        console.rule("FHIR RiskAssessment (latest study)")
+        console.print(Syntax(json.dumps(outcome.risk_assessment, indent=2), "json"))
+    dead = [job for job in outcome.jobs if job["state"] == "dead"]
+    for job in dead:
+        console.print(f"[red]job {job['id']} failed: {job['last_error']}[/red]")
+    if outcome.processor == RECORDING_FACTORY:
+        console.print(
+            "[yellow]No prediction: the pipeline is not part of this build yet; "
+            "the studies were received, stored and processed by the recorder.[/yellow]"
+        )
+    if dead or not outcome.complete:
+        raise typer.Exit(1)

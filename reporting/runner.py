@@ -13,7 +13,8 @@ study (the seam is documented in :mod:`icibenefit.listener.jobs`).  It
    ``<data_dir>/reports/sr/<series>/<sop>.dcm`` (the predecessor of the next
    rerun is found there) and queues it for the PACS;
 5. queues one FHIR transaction: conditional update of the Device and of the
-   RiskAssessment on their business identifiers.
+   RiskAssessment on their business identifiers (a copy is kept in
+   ``<data_dir>/reports/fhir/<study>/<input set>.json``).
 
 Idempotence: the SR's UIDs and the RiskAssessment's identifiers derive from
 (study, model version, input set), and the outbox ignores a dedup key it
@@ -24,11 +25,13 @@ transaction that *updates* the one RiskAssessment of the study.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -51,6 +54,7 @@ from icibenefit.settings import Settings
 log = logging.getLogger(__name__)
 
 SR_ARCHIVE = Path("reports") / "sr"
+FHIR_ARCHIVE = Path("reports") / "fhir"
 
 
 class PatientPredictor(Protocol):
@@ -92,6 +96,7 @@ class Reports:
     sr_path: Path | None
     predecessor_uid: str | None
     transaction: dict[str, Any]
+    transaction_path: Path
 
 
 class ReportingProcessor:
@@ -178,12 +183,19 @@ class ReportingProcessor:
             record.fhir_patient_id,
             self.settings.fhir_patient_identifier_system,
         )
+        transaction = transaction_bundle(prediction, subject, study_uid)
+        folder = (
+            self.settings.data_dir / FHIR_ARCHIVE / identity.report_study_uid(prediction, study_uid)
+        )
+        transaction_path = folder / f"{identity.sr_instance_uid(prediction, study_uid)}.json"
+        _write_atomically(transaction_path, json.dumps(transaction, indent=2).encode())
         return Reports(
             prediction=prediction,
             sr=sr,
             sr_path=sr_path,
             predecessor_uid=predecessor_uid,
-            transaction=transaction_bundle(prediction, subject, study_uid),
+            transaction=transaction,
+            transaction_path=transaction_path,
         )
 
 
@@ -262,15 +274,22 @@ class SrArchive:
 
     def save(self, sr: Dataset) -> Path:
         """Write ``sr`` (atomically: temporary file, fsync, rename) and return its path."""
-        folder = self.root / str(sr.SeriesInstanceUID)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{sr.SOPInstanceUID}.dcm"
-        temp = target.with_suffix(".part")
-        sr.save_as(temp, enforce_file_format=True)
-        with open(temp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, target)
+        target = self.root / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
+        buffer = BytesIO()
+        sr.save_as(buffer, enforce_file_format=True)
+        _write_atomically(target, buffer.getvalue())
         return target
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename: a reader sees the whole file or none."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(target.name + ".part")
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, target)
 
 
 def _issuer(instances: Sequence[InstanceLike]) -> str | None:
