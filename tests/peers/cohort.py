@@ -1,6 +1,6 @@
 """Synthetic cohort fixtures (owned by the synth area).
 
-``small_cohort`` is generated once per test session (12 patients, seed 7,
+``small_cohort`` is generated once per test session (12 patients, seed 9,
 size small: ~1,000 small DICOM files, a few seconds) and shared read-only by
 every test that needs DICOM, FHIR NDJSON or ground truth.  Tests must not
 modify it; copy what you need to change.  ``make_cohort`` builds others
@@ -16,7 +16,7 @@ import pytest
 
 #: Parameters of the shared small cohort (documented so tests can rely on them).
 SMALL_COHORT_PATIENTS = 12
-SMALL_COHORT_SEED = 7
+SMALL_COHORT_SEED = 9
 
 
 def generate(
@@ -52,5 +52,5 @@ def make_cohort(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def small_cohort(make_cohort: Callable[..., Path]) -> Path:
-    """Directory of a small synthetic cohort (12 patients, seed 7); read-only."""
+    """Directory of a small synthetic cohort (12 patients, seed 9); read-only."""
     return make_cohort(SMALL_COHORT_PATIENTS, SMALL_COHORT_SEED)

@@ -64,7 +64,7 @@ Size = Literal["small", "full"]
 FHIR_TYPES = ("Patient", "Observation", "MedicationAdministration", "Condition")
 
 #: A tumour below this volume is "no longer visible": no segmentation is written.
-VANISHED_ML = 0.5
+VANISHED_ML = 1.0
 #: Every fourth patient (index % 4 == 3) gets an RTSTRUCT instead of a SEG: 25%,
 #: and always present in any cohort of four or more.
 RTSTRUCT_EVERY = 4
@@ -259,7 +259,7 @@ def _write_timepoint(
     months = max(
         scan.months_after_start, 0.0
     )  # the tumour is untreated before T0: kept as baseline
-    volume_ratio = min(math.exp(course.log_volume_rate * months), 3.0)
+    volume_ratio = min(math.exp(course.log_volume_rate * months), 4.0)
     baseline_ml = 4 / 3 * math.pi * float(np.prod(shape.semi_axes)) / 1000
     mask = tumour_mask(grid, shape, volume_ratio ** (1 / 3))
     if baseline_ml * volume_ratio < VANISHED_ML or not mask.any():

@@ -93,7 +93,11 @@ def draw_course(rng: np.random.Generator, signal: float) -> ResponseCourse:
     noise = rng.standard_normal(8)
     # Tumour kinetics: untreated NSCLC doubles in ~3-4 months (log rate ~0.2);
     # the response latent slows, stops or reverses that growth.
-    log_volume_rate = 0.08 - 0.25 * signal * z + 0.35 * noise[0]
+    # Strong responders shrink faster than linearly (the quadratic term), so a
+    # few tumours vanish by the second follow-up, as complete responses do.
+    log_volume_rate = (
+        0.08 - 0.25 * signal * z - 0.6 * signal * max(z - 0.6, 0.0) ** 2 + 0.35 * noise[0]
+    )
     log_texture_rate = 0.02 - 0.06 * signal * z + 0.12 * noise[1]
     mean_hu_rate = -3.0 * signal * z + 2.0 * noise[2]
     nlr_c2 = 0.10 - 0.15 * signal * z + 0.35 * noise[3]

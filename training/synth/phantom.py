@@ -22,6 +22,8 @@ MUSCLE_HU = 45.0
 LUNG_HU = -850.0
 MEDIASTINUM_HU = 40.0
 BONE_HU = 450.0
+#: In-plane point-spread function of the scanner (Gaussian sigma, mm).
+_PSF_SIGMA_MM = 0.8
 
 
 @dataclass(frozen=True)
@@ -211,17 +213,17 @@ def render_volume(
     gets faint smooth texture (vessels are not modelled); the tumour texture is
     smooth correlated noise (sigma ~3 mm) whose SD is the heterogeneity the
     response latent changes; a slight in-plane blur imitates the scanner's
-    point-spread function so edges are not perfectly sharp; white Gaussian
-    noise comes last, as quantum noise does.
+    point-spread function (sigma 0.8 mm) so edges are not perfectly sharp;
+    white Gaussian noise comes last, as quantum noise does.
     """
     volume = np.empty(grid.shape, dtype=np.int16)
-    texture = _tumour_texture(rng, grid, mask, appearance)
+    (z0, y0, x0), texture = _tumour_texture(rng, grid, mask, appearance)
     ox, oy, _ = grid.origin
     _, s_y, s_x = grid.spacing
     y = oy + np.arange(grid.shape[1]) * s_y
     x = ox + np.arange(grid.shape[2]) * s_x
     yy, xx = np.meshgrid(y, x, indexing="ij")
-    blur = 0.6  # voxels
+    blur = tuple(_PSF_SIGMA_MM / s for s in (s_y, s_x))  # voxels, per axis
     smooth_sigma = max(4.0 / s_x, 0.5)
     for k in range(grid.shape[0]):
         hu = _anatomy_slice(xx, yy, grid.z_mm(k), anatomy)
@@ -230,8 +232,10 @@ def render_volume(
         )
         lung = hu == LUNG_HU
         hu[lung] += 25.0 * lung_texture[lung] / (lung_texture.std() + 1e-6)
-        if mask[k].any():
-            hu[mask[k]] = texture[k][mask[k]]
+        if z0 <= k < z0 + texture.shape[0]:
+            rows, cols = slice(y0, y0 + texture.shape[1]), slice(x0, x0 + texture.shape[2])
+            inside = mask[k, rows, cols]
+            hu[rows, cols][inside] = texture[k - z0][inside]
         hu = ndimage.gaussian_filter(hu, blur)
         hu += rng.normal(0.0, noise_sd, size=hu.shape).astype(np.float32)
         volume[k] = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
@@ -264,20 +268,21 @@ def _anatomy_slice(xx: np.ndarray, yy: np.ndarray, z: float, anatomy: Anatomy) -
 
 def _tumour_texture(
     rng: np.random.Generator, grid: Grid, mask: np.ndarray, appearance: TumourAppearance
-) -> np.ndarray:
-    """Correlated noise around ``mean_hu`` with SD ``texture_sd``, only meaningful in the mask."""
-    texture = np.zeros(grid.shape, dtype=np.float32)
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Correlated noise around ``mean_hu`` with SD ``texture_sd`` on the mask's bounding box.
+
+    Returns the box's first voxel (slice, row, column) and the HU block, so a
+    512 x 512 x 150 series never allocates a full-size float volume.
+    """
     if not mask.any():
-        return texture
+        return (0, 0, 0), np.zeros((0, 0, 0), dtype=np.float32)
     index = np.nonzero(mask)
     lo = [int(i.min()) for i in index]
     hi = [int(i.max()) + 1 for i in index]
-    region = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     sigma = tuple(3.0 / s for s in grid.spacing)
     field = ndimage.gaussian_filter(
         rng.standard_normal([b - a for a, b in zip(lo, hi, strict=True)]).astype(np.float32),
         sigma,
     )
     field /= field.std() + 1e-6
-    texture[region] = appearance.mean_hu + appearance.texture_sd * field
-    return texture
+    return (lo[0], lo[1], lo[2]), appearance.mean_hu + appearance.texture_sd * field

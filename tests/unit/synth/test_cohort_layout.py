@@ -36,7 +36,7 @@ def test_manifest_lists_files_that_exist(small_cohort: Path) -> None:
         assert (small_cohort / "fhir" / f"{name}.ndjson").stat().st_size > 0
     header = (small_cohort / "clinical.csv").read_text().splitlines()
     assert len(header) == 13
-    assert json.loads((small_cohort / "manifest.json").read_text())["seed"] == 7
+    assert json.loads((small_cohort / "manifest.json").read_text())["seed"] == 9
 
 
 def test_both_segmentation_kinds_present(small_cohort: Path) -> None:
