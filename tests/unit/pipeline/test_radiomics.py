@@ -170,3 +170,31 @@ def test_parameter_file_refusing_per_image_normalisation(tmp_path) -> None:
         load_params(path)
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_params(tmp_path / "absent.yaml")
+
+
+def test_cropping_first_gives_what_pyradiomics_gives_on_the_whole_image(normalizer) -> None:
+    import SimpleITK as sitk
+    from radiomics import featureextractor
+
+    spacing = (0.8, 0.8, 2.0)
+    hu, mask = sphere_hu(
+        (30, 90, 100), (12.2, 30.0, 61.0), 7.0, spacing=spacing, noise=25.0, seed=5
+    )
+    image = image_from_array(hu.astype(np.float32), spacing, (5.0, -7.0, 11.0))
+    mask_image = image_from_array(mask.astype(np.uint8), spacing, (5.0, -7.0, 11.0))
+    wanted = [
+        "original_glcm_Correlation",
+        "wavelet-LH_firstorder_Mean",
+        "log-sigma-2-0-mm-3D_glrlm_RunEntropy",
+        "lbp-2D_firstorder_Entropy",
+        "gradient_ngtdm_Busyness",
+    ]
+    params = restrict_params(load_params(), wanted)
+    ours = extract_radiomics(image, mask_image, normalizer, params=params)
+    scaled = sitk.Cast(
+        normalizer.transform_image(image) * float(params["setting"]["normalizeScale"]),
+        sitk.sitkFloat32,
+    )
+    reference = featureextractor.RadiomicsFeatureExtractor(params).execute(scaled, mask_image)
+    for name in wanted:
+        assert ours[name] == pytest.approx(float(reference[name]), rel=1e-6), name
