@@ -237,7 +237,11 @@ class FhirClient:
         raise FhirError(f"FHIR search of {resource_type} exceeded {MAX_PAGES} pages")
 
     def transaction(self, bundle: Mapping[str, Any]) -> dict[str, Any]:
-        """POST a ``transaction`` (or ``batch``) Bundle to the base; return the response Bundle."""
+        """POST a ``transaction`` (or ``batch``) Bundle to the base; return the response Bundle.
+
+        Like every request it is retried on transient failures, so its entries
+        should be idempotent (``PUT``, conditional create or update).
+        """
         return _json(self.request("POST", "", json=dict(bundle)))
 
     def _check_same_origin(self, url: str) -> None:

@@ -14,6 +14,7 @@ SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 UCUM = "http://unitsofmeasure.org"
+CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 
 #: LOINC codes of differential counts reported as a percentage of the WBC.
 PERCENT_LOINC_BY_ANALYTE: dict[Analyte, str] = {

@@ -302,14 +302,16 @@ def history(observations: Sequence[Observation], t0: dt.date) -> dict[str, Any]:
 
 
 def diagnoses(conditions: Sequence[Condition]) -> dict[str, Any]:
-    """Histology (the most specific one recorded) and the metastasis sites."""
+    """Histology and metastasis sites from the Conditions.
+
+    Histology is the specific one recorded (adenocarcinoma or squamous);
+    "other" when only an unspecified NSCLC, or both, are recorded.  Refuted and
+    entered-in-error Conditions are ignored.
+    """
     histologies: set[str] = set()
     sites: set[str] = set()
     for condition in conditions:
-        status = coded(
-            condition.verificationStatus,
-            "http://terminology.hl7.org/CodeSystem/condition-ver-status",
-        )
+        status = coded(condition.verificationStatus, codes.CONDITION_VERIFICATION)
         if set(status) & {"refuted", "entered-in-error"}:
             continue
         snomed = coded(condition.code, codes.SNOMED)
@@ -323,7 +325,8 @@ def diagnoses(conditions: Sequence[Condition]) -> dict[str, Any]:
             sites.update(site_codes)
             continue
         if any(marker in text for marker in codes.METASTASIS_TEXT):
-            sites.update(site for site in ("adrenal", "bone", "brain", "liver") if site in text)
+            known = set(codes.METASTASIS_SITE_BY_SNOMED.values())
+            sites.update(site for site in known if site in text)
             continue
         histologies.update(
             codes.HISTOLOGY_BY_SNOMED[c] for c in snomed if c in codes.HISTOLOGY_BY_SNOMED
