@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from icibenefit.pipeline.normalization import HU_CLIP_MIN, IntensityNormalizer
 
 from icibenefit.errors import FeatureExtractionError
+from icibenefit.pipeline.normalization import HU_CLIP_MIN, IntensityNormalizer
 
 PATCH_SIDE_MM = 100.0
 PATCH_PIXELS = 47
@@ -64,13 +64,19 @@ class TumourPatch:
 
 
 def tumour_centroid(mask: sitk.Image) -> tuple[float, float, float]:
-    """Physical (LPS, mm) centroid of the non-zero voxels of ``mask``."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(sitk.Cast(mask != 0, sitk.sitkUInt8))
-    if not stats.HasLabel(1):
+    """Physical (LPS, mm) centroid of the non-zero voxels of ``mask``.
+
+    The mean voxel index mapped to physical space: the index-to-point map is
+    affine, so this equals the mean of the voxels' physical centres (what
+    ``sitk.LabelShapeStatisticsImageFilter`` reports) without a pass of that
+    filter over a whole CT.
+    """
+    indices = np.nonzero(sitk.GetArrayViewFromImage(mask))
+    if indices[0].size == 0:
         raise FeatureExtractionError("the tumour mask is empty: no centroid")
-    x, y, z = stats.GetCentroid(1)
-    return float(x), float(y), float(z)
+    z, y, x = (float(axis.mean()) for axis in indices)
+    point = mask.TransformContinuousIndexToPhysicalPoint((x, y, z))
+    return float(point[0]), float(point[1]), float(point[2])
 
 
 def patch_grid(
@@ -118,12 +124,21 @@ def tumour_patch(
     """
     centroid = tumour_centroid(mask)
     grid = patch_grid(ct, centroid, side_mm=side_mm, pixels=pixels, slices=slices)
-    source = _anti_aliased_crop(sitk.Cast(ct, sitk.sitkFloat32), grid)
+    region = _region_under(ct, grid)
+    if region is None:  # the patch lies outside the scan: resampling fills it with air
+        source, mask_source = ct, mask
+    else:
+        source, mask_source = (sitk.RegionOfInterest(im, *region) for im in (ct, mask))
     hu = sitk.Resample(
-        source, grid, sitk.Transform(), sitk.sitkLinear, HU_CLIP_MIN, sitk.sitkFloat32
+        _anti_alias(sitk.Cast(source, sitk.sitkFloat32), grid.GetSpacing()[0]),
+        grid,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        HU_CLIP_MIN,
+        sitk.sitkFloat32,
     )
     mask_fraction = sitk.Resample(
-        sitk.Cast(mask != 0, sitk.sitkFloat32),
+        sitk.Cast(mask_source != 0, sitk.sitkFloat32),
         grid,
         sitk.Transform(),
         sitk.sitkLinear,
@@ -138,8 +153,8 @@ def tumour_patch(
     )
 
 
-def _anti_aliased_crop(ct: sitk.Image, grid: sitk.Image) -> sitk.Image:
-    """The part of ``ct`` under the patch (+2 voxels), smoothed in-plane before downsampling."""
+def _region_under(ct: sitk.Image, grid: sitk.Image) -> tuple[list[int], list[int]] | None:
+    """``(size, index)`` of the part of ``ct`` under the patch grid, +2 voxels of margin."""
     size = np.asarray(grid.GetSize())
     corners = [
         ct.TransformPhysicalPointToContinuousIndex(
@@ -147,18 +162,19 @@ def _anti_aliased_crop(ct: sitk.Image, grid: sitk.Image) -> sitk.Image:
         )
         for corner in np.array(np.meshgrid(*[[0, s - 1] for s in size])).T.reshape(-1, 3)
     ]
-    low = np.floor(np.min(corners, axis=0)).astype(int) - 2
-    high = np.ceil(np.max(corners, axis=0)).astype(int) + 3
-    low = np.clip(low, 0, np.asarray(ct.GetSize()))
-    high = np.clip(high, 0, np.asarray(ct.GetSize()))
+    extent = np.asarray(ct.GetSize())
+    low = np.clip(np.floor(np.min(corners, axis=0)).astype(int) - 2, 0, extent)
+    high = np.clip(np.ceil(np.max(corners, axis=0)).astype(int) + 3, 0, extent)
     if np.any(high <= low):
-        # The patch lies outside the scan: resampling fills it with air.
-        return ct
-    crop = sitk.RegionOfInterest(ct, [int(v) for v in high - low], [int(v) for v in low])
-    target = grid.GetSpacing()[0]
-    sigmas = [max(0.0, (target - source) / 2.0) for source in ct.GetSpacing()[:2]]
+        return None
+    return [int(v) for v in high - low], [int(v) for v in low]
+
+
+def _anti_alias(image: sitk.Image, target_spacing: float) -> sitk.Image:
+    """In-plane Gaussian with sigma = (target - source spacing) / 2 before downsampling."""
+    sigmas = [max(0.0, (target_spacing - source) / 2.0) for source in image.GetSpacing()[:2]]
     if max(sigmas) == 0.0:
-        return crop
+        return image
     return sitk.DiscreteGaussian(
-        crop, variance=[sigmas[0] ** 2, sigmas[1] ** 2, 0.0], useImageSpacing=True
+        image, variance=[sigmas[0] ** 2, sigmas[1] ** 2, 0.0], useImageSpacing=True
     )

@@ -30,11 +30,11 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from icibenefit.pipeline.images import CtVolume
 from pydicom.dataset import Dataset
 from skimage.draw import polygon as fill_polygon
 
 from icibenefit.errors import DicomInputError, GeometryError
+from icibenefit.pipeline.images import CtVolume
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
