@@ -28,7 +28,6 @@ def demo(
     import socket
 
     from rich.console import Console
-    from rich.syntax import Syntax
 
     from icibenefit.listener.jobs import RECORDING_FACTORY
     from icibenefit.reporting import demo as demo_steps
@@ -57,9 +56,11 @@ def demo(
             "probabilities read back from the SR: "
             + ", ".join(f"{k} {v:.3f}" for k, v in sorted(outcome.probabilities.items()))
         )
+    elif outcome.risk_assessment:
+        console.print("No SR: the prediction used no CT (the model's clinical part only).")
     if outcome.risk_assessment:
         console.rule("FHIR RiskAssessment (latest study)")
-        console.print(Syntax(json.dumps(outcome.risk_assessment, indent=2), "json"))
+        typer.echo(json.dumps(outcome.risk_assessment, indent=2))
     dead = [job for job in outcome.jobs if job["state"] == "dead"]
     for job in dead:
         console.print(f"[red]job {job['id']} failed: {job['last_error']}[/red]")

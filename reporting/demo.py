@@ -111,8 +111,11 @@ def prepare_patient(root: Path, say: Say) -> tuple[Path, Any]:
     raise IciBenefitError(f"no patient with baseline and two follow-ups in {folder}")
 
 
-def prepare_bundle(settings: Settings, cohort: Path, say: Say) -> str:
-    """The active bundle of the model store, training a small demonstration one if none."""
+def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> str:
+    """The active bundle of the model store, training a small demonstration one if none.
+
+    ``cohort`` provides the training cohort, only when training is needed.
+    """
     from icibenefit.model_store.store import ModelStore
 
     if settings.model_bundle is not None:
@@ -130,7 +133,7 @@ def prepare_bundle(settings: Settings, cohort: Path, say: Say) -> str:
     build.mkdir(parents=True)
     started = time.monotonic()
     bundle = train_bundle(
-        cohort,
+        cohort(),
         build / "bundle",
         trials=TRAIN_TRIALS,
         seed=0,
@@ -247,8 +250,7 @@ def run_demo(settings: Settings, say: Say, timeout: float = WAIT_SECONDS) -> Dem
             "so the service only records the studies it processes"
         )
     else:
-        cohort = prepare_cohort(root, step)
-        prepare_bundle(settings, cohort, step)
+        prepare_bundle(settings, lambda: prepare_cohort(root, step), step)
     service = ListenerService(settings, outcome.processor)
     service.start()
     try:

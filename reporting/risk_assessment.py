@@ -19,7 +19,13 @@ Choices the standard leaves open:
   second one.  A second identifier names the input set (the SR's SOP Instance
   UID), linking the EHR entry to the exact DICOM report.
 - ``whenPeriod`` runs from the treatment start to the landmark in calendar
-  months; ``qualitativeRisk`` uses the HL7 risk-probability code system.
+  months.
+- ``qualitativeRisk`` is, as FHIR defines it, how likely the *outcome* is; the
+  outcome is the benefit ("progression-free at 6 months") and
+  ``probabilityDecimal`` its probability, so a patient the SR calls "high risk"
+  (of no durable benefit) has a *low* likelihood of the outcome here.  The
+  code (HL7 risk-probability ``high``/``low``) follows FHIR; the text spells out
+  both readings so nobody mistakes one for the other.
 """
 
 from __future__ import annotations
@@ -186,6 +192,7 @@ def _prediction_item(prediction: Prediction, index: int) -> dict[str, Any]:
         if float(months).is_integer()
         else relativedelta(days=round(months * 30.4375))
     )
+    likelihood = "low" if ep.risk == "high" else "high"
     rationale = f"{ep.model}; threshold {ep.threshold:.2f}"
     if ep.top_features:
         rationale += "; top contributing features: " + top_features_text(ep)
@@ -201,11 +208,14 @@ def _prediction_item(prediction: Prediction, index: int) -> dict[str, Any]:
             "coding": [
                 {
                     "system": RISK_PROBABILITY_SYSTEM,
-                    "code": ep.risk,
-                    "display": "High likelihood" if ep.risk == "high" else "Low likelihood",
+                    "code": likelihood,
+                    "display": f"{likelihood.capitalize()} likelihood",
                 }
             ],
-            "text": f"{ep.risk} risk of not being {endpoint.outcome_text}",
+            "text": (
+                f"{likelihood} likelihood of being {endpoint.outcome_text} "
+                f"({ep.risk} risk of no durable clinical benefit)"
+            ),
         },
         "whenPeriod": {
             "start": prediction.treatment_start.isoformat(),

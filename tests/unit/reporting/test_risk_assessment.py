@@ -36,10 +36,12 @@ def test_one_prediction_per_endpoint_with_outcome_probability_risk_and_period(ca
     assert set(items) == {ENDPOINTS["pfs6"].outcome_text, ENDPOINTS["os12"].outcome_text}
     pfs6 = items["progression-free at 6 months"]
     assert pfs6["probabilityDecimal"] == pytest.approx(0.73)
-    assert pfs6["qualitativeRisk"]["coding"][0]["code"] == "low"
+    # FHIR: likelihood of the outcome (benefit), the inverse of the SR's risk of no benefit
+    assert pfs6["qualitativeRisk"]["coding"][0]["code"] == "high"
+    assert "(low risk of no durable clinical benefit)" in pfs6["qualitativeRisk"]["text"]
     assert pfs6["whenPeriod"] == {"start": "2024-03-01", "end": "2024-09-01"}
     os12 = items["alive at 12 months"]
-    assert os12["qualitativeRisk"]["coding"][0]["code"] == "high"
+    assert os12["qualitativeRisk"]["coding"][0]["code"] == "low"
     assert os12["whenPeriod"]["end"] == "2025-03-01"
 
 
