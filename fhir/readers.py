@@ -52,6 +52,13 @@ class ResourceReader(Protocol):
         ...
 
 
+def escape_search_value(value: str) -> str:
+    """Escape the characters FHIR search treats as special: backslash, pipe, comma, dollar."""
+    for char in ("\\", "|", ",", "$"):
+        value = value.replace(char, "\\" + char)
+    return value
+
+
 def _token(code: str) -> str:
     return f"{codes.LOINC}|{code}"
 
@@ -64,7 +71,7 @@ class ServerReader:
 
     def patients_by_identifier(self, value: str, system: str | None) -> list[Resource]:
         """``Patient?identifier=[system|]value``."""
-        token = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
+        token = escape_search_value(value)
         identifier = f"{system}|{token}" if system else token
         found = self.client.search("Patient", {"identifier": identifier})
         return [r for r in found if r.get("resourceType") == "Patient"]

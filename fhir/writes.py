@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from icibenefit.errors import FhirError
 from icibenefit.fhir.client import FhirClient
+from icibenefit.fhir.readers import escape_search_value
 
 ResourceLike = Resource | dict[str, Any]
 
@@ -76,8 +77,7 @@ def _identifier_query(resource: dict[str, Any], identifier: tuple[str, str] | No
             "for an idempotent write"
         )
     system, value = identifier
-    escaped = value.replace("\\", "\\\\").replace("|", "\\|").replace(",", "\\,")
-    return f"identifier={system}|{escaped}"
+    return f"identifier={system}|{escape_search_value(value)}"
 
 
 def create_or_get(

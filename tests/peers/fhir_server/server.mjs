@@ -38,6 +38,7 @@ const allOk = { resourceType: 'OperationOutcome', id: 'ok', issue: [{ severity: 
 
 const BASE_PATH = '/fhir';
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
+const MAX_PAGE_TOKENS = 1000; // oldest search snapshots are dropped (410 Gone afterwards)
 
 // Search-result parameters (FHIR R4 3.1.1.5.x) and the general ones the router understands.
 const RESULT_PARAMETERS = new Set([
@@ -152,6 +153,7 @@ export function createServer({ pageSize, token }) {
     if (!page) {
       page = { resourceType, query, snapshot: null };
       pages.set(token, page);
+      if (pages.size > MAX_PAGE_TOKENS) pages.delete(pages.keys().next().value);
     }
     let result;
     let bundle;
