@@ -29,12 +29,13 @@ import os
 import select
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -185,13 +186,14 @@ def _node_command() -> list[str]:
     return [node, "--experimental-websocket"] if major < 22 else [node]
 
 
-def _wait_ready(process: subprocess.Popen[bytes]) -> str:
+def _wait_ready(process: subprocess.Popen[bytes], stderr: IO[bytes]) -> str:
     assert process.stdout is not None
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     buffer = b""
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            stderr.seek(0)
+            error = stderr.read().decode(errors="replace")
             raise RuntimeError(f"FHIR server exited ({process.returncode}): {error[-2000:]}")
         ready, _, _ = select.select([process.stdout], [], [], 0.2)
         if ready:
@@ -209,22 +211,21 @@ def start_fhir_server(*, page_size: int = 20, token: str | None = None) -> Itera
     command = [*_node_command(), "server.mjs", "--port", "0", "--page-size", str(page_size)]
     if token:
         command += ["--token", token]
-    process = subprocess.Popen(
-        command, cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    server: FhirServer | None = None
-    try:
-        server = FhirServer(_wait_ready(process), token, page_size, process)
-        yield server
-    finally:
-        if server is not None:
-            server.stop()
-        elif process.poll() is None:
-            process.kill()
-            process.wait(timeout=5)
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+    # stderr goes to a file: a pipe nobody reads could fill up and block the server
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, cwd=SERVER_DIR, stdout=subprocess.PIPE, stderr=stderr)
+        server: FhirServer | None = None
+        try:
+            server = FhirServer(_wait_ready(process, stderr), token, page_size, process)
+            yield server
+        finally:
+            if server is not None:
+                server.stop()
+            elif process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)
+            if process.stdout is not None:
+                process.stdout.close()
 
 
 @pytest.fixture(scope="session")

@@ -186,3 +186,27 @@ def test_redact_url():
         redact_url(httpx.URL("http://h/fhir/Observation/_search"))
         == "http://h/fhir/Observation/_search"
     )
+
+
+def test_server_reader_asks_for_labs_in_a_date_window_by_loinc():
+    import datetime as dt
+
+    from icibenefit.fhir.readers import ServerReader
+
+    forms = []
+
+    def handler(request):
+        forms.append((request.url.path, parse_qs(request.content.decode())))
+        return httpx.Response(200, json=bundle([]))
+
+    reader = ServerReader(make_client(handler)[0])
+    reader.lab_observations("Patient/p1", dt.date(2024, 1, 1), dt.date(2024, 3, 1))
+    reader.patients_by_identifier("A|1", "urn:oid:1.2")
+    reader.for_patient("MedicationAdministration", "Patient/p1")
+    (path, labs), (_, patients), (_, meds) = forms
+    assert path == "/fhir/Observation/_search"
+    assert labs["subject"] == ["Patient/p1"]
+    assert labs["date"] == ["ge2024-01-01", "le2024-03-01"]
+    assert "http://loinc.org|6690-2" in labs["code"][0].split(",")
+    assert patients["identifier"] == ["urn:oid:1.2|A\\|1"]
+    assert meds["_include"] == ["MedicationAdministration:medication"]
