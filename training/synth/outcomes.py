@@ -29,17 +29,20 @@ DEFAULT_SIGNAL = 1.0
 
 # Outcome model (log-normal accelerated failure time).  Median PFS ~5 months
 # and ~43% progression-free at 6 months match pembrolizumab-era NSCLC cohorts;
-# post-progression survival median ~4 months.
+# post-progression survival median ~5 months (median OS ~10 months, as in
+# unselected second-line cohorts).  With the follow-up below, ~15% of PFS and
+# ~25% of OS times are censored.
 _PFS_LOG_MEDIAN = math.log(5.0)
 _PFS_LATENT = 0.9
 _PFS_NOISE = 0.55
-_POST_PROGRESSION_LOG_MEDIAN = math.log(4.0)
+_POST_PROGRESSION_LOG_MEDIAN = math.log(5.0)
 _POST_PROGRESSION_LATENT = 0.4
 _POST_PROGRESSION_NOISE = 0.7
-# Administrative censoring: patients enter over 30 months, the analysis is cut
-# 12 months after the last entry; plus rare loss to follow-up.
-_FOLLOWUP_MIN_MONTHS, _FOLLOWUP_MAX_MONTHS = 10.0, 40.0
-_LOSS_TO_FOLLOWUP_MEAN_MONTHS = 60.0
+# Administrative censoring: patients enter over 34 months, the analysis is cut
+# 14 months after the last entry; plus loss to follow-up.
+_FOLLOWUP_MIN_MONTHS, _FOLLOWUP_MAX_MONTHS = 14.0, 48.0
+_LOSS_TO_FOLLOWUP_MEAN_MONTHS = 80.0
+_ASSESSMENT_INTERVAL_MONTHS = 3.0
 
 
 @dataclass(frozen=True)
@@ -116,11 +119,14 @@ def draw_course(rng: np.random.Generator, signal: float) -> ResponseCourse:
 
 
 def _draw_outcomes(rng: np.random.Generator, z: float) -> Outcomes:
-    """PFS then OS = PFS + post-progression survival, both cut by one censoring time.
+    """PFS then OS = PFS + post-progression survival, cut by the end of follow-up.
 
     OS is built on PFS so that OS >= PFS always holds and the two endpoints are
-    correlated as in real trials; one censoring time (end of follow-up) applies
-    to both, as it does for a patient who leaves the study.
+    correlated as in real trials.  OS is censored at the last contact; PFS at
+    the last tumour assessment, which precedes the last contact by up to one
+    assessment interval (~3 months) -- the reason PFS is censored earlier
+    than OS in real registries.  A death that is observed also documents the
+    progression before it.
     """
     e_pfs, e_post = rng.standard_normal(2)
     pfs = math.exp(_PFS_LOG_MEDIAN + _PFS_LATENT * z + _PFS_NOISE * e_pfs)
@@ -130,18 +136,21 @@ def _draw_outcomes(rng: np.random.Generator, z: float) -> Outcomes:
         + _POST_PROGRESSION_NOISE * e_post
     )
     os_time = pfs + post
-    censor = min(
+    last_contact = min(
         float(rng.uniform(_FOLLOWUP_MIN_MONTHS, _FOLLOWUP_MAX_MONTHS)),
         float(rng.exponential(_LOSS_TO_FOLLOWUP_MEAN_MONTHS)),
     )
+    last_assessment = max(last_contact - float(rng.uniform(0.0, _ASSESSMENT_INTERVAL_MONTHS)), 0.5)
+    os_event = os_time <= last_contact
+    pfs_event = os_event or pfs <= last_assessment
 
     # Survival times are reported at day resolution, as a registry would.
     def months(value: float) -> float:
         return round(round(value * MONTH_DAYS) / MONTH_DAYS, 4)
 
     return Outcomes(
-        pfs_months=months(max(min(pfs, censor), 0.5)),
-        pfs_event=pfs <= censor,
-        os_months=months(max(min(os_time, censor), 0.5)),
-        os_event=os_time <= censor,
+        pfs_months=months(max(pfs if pfs_event else last_assessment, 0.5)),
+        pfs_event=pfs_event,
+        os_months=months(max(min(os_time, last_contact), 0.5)),
+        os_event=os_event,
     )

@@ -23,6 +23,10 @@ def _simulate(signal: float, n: int = 400) -> dict[str, np.ndarray]:
         "volume_change": np.array([c.log_volume_rate * 50 / MONTH_DAYS for c in courses]),
         "nlr_change": np.array([c.nlr_log_change[1] for c in courses]),
         "censored": ~event,
+        "os_censored": np.array([not c.outcomes.os_event for c in courses]),
+        "pfs_not_after_os": np.array(
+            [c.outcomes.pfs_months <= c.outcomes.os_months for c in courses]
+        ),
     }
 
 
@@ -50,3 +54,5 @@ def test_outcome_distribution_is_realistic() -> None:
     responder_fraction = sim["responder"][sim["known"]].mean()
     assert 0.35 <= responder_fraction <= 0.50
     assert 0.12 <= sim["censored"].mean() <= 0.25
+    assert 0.15 <= sim["os_censored"].mean() <= 0.30
+    assert sim["pfs_not_after_os"].all()
