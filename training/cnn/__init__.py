@@ -4,12 +4,18 @@ Typical use by the training orchestration (all on CPU, seeded, deterministic)::
 
     from icibenefit.pipeline.deep import load_network, extract_deep_features, cnn_probability
     from icibenefit.training.cnn import (
-        PretrainConfig, pretrain, FineTuneConfig, fine_tune, cnn_manifest_entry, add_network,
+        PretrainConfig, pretrain, rebase_input_normalisation, FineTuneConfig, fine_tune,
+        cnn_manifest_entry, add_network,
     )
 
     pretrained = pretrain(PretrainConfig(epochs=3), seed=0)     # LIDC malignancy
     print(pretrained.report.summary())                           # held-out AUC
-    weights, history = fine_tune(pretrained.state_dict, patches, pfs6, patient_ids, seed=0)
+    report = pretrained.report
+    start = rebase_input_normalisation(                         # pretraining z-score ->
+        pretrained.state_dict, (report.hu_mean, report.hu_std),  # the bundle normaliser's
+        (normalizer.mean_, normalizer.std_),
+    )
+    weights, history = fine_tune(start, patches, pfs6, patient_ids, seed=0)
     model = load_network(weights)
     df_imm = extract_deep_features(model, patches)               # [n, 500]
     p_cnn = cnn_probability(model, baseline_patches)             # CNN-baseline
@@ -20,7 +26,12 @@ Importing this package imports torch; keep it out of ``icibenefit --help``'s
 import path (import inside the command function).
 """
 
-from icibenefit.training.cnn.finetune import FineTuneConfig, fine_tune, freeze_for_fine_tuning
+from icibenefit.training.cnn.finetune import (
+    FineTuneConfig,
+    fine_tune,
+    freeze_for_fine_tuning,
+    rebase_input_normalisation,
+)
 from icibenefit.training.cnn.loop import EpochRecord, LoopConfig, TrainingHistory
 from icibenefit.training.cnn.pretrain import (
     PretrainConfig,
@@ -55,5 +66,6 @@ __all__ = [
     "network_from_bundle",
     "pretrain",
     "pretraining_source",
+    "rebase_input_normalisation",
     "save_weights",
 ]

@@ -78,6 +78,41 @@ def freeze_for_fine_tuning(model: NoduleXNet) -> list[str]:
     return trainable
 
 
+def rebase_input_normalisation(
+    state_dict: Mapping[str, torch.Tensor],
+    pretrained: tuple[float, float],
+    target: tuple[float, float],
+) -> dict[str, torch.Tensor]:
+    """Weights that accept patches z-scored with ``target`` instead of ``pretrained`` stats.
+
+    Pretraining z-scores HU with its own (mean, std); the immunotherapy cohort's
+    patches come z-scored with the bundle's normaliser. Rather than feeding the
+    frozen first layers inputs on another scale, the change of variables is
+    folded into ``conv1``: with ``a = s_target / s_pre`` and
+    ``b = (m_target - m_pre) / s_pre`` the pretrained input is ``a x + b``, so
+    ``conv1`` becomes weights ``a W`` and bias ``bias + b sum(W)``. Exact away
+    from the 2-pixel zero-padded border; the rest of the network is untouched.
+
+    Parameters
+    ----------
+    state_dict
+        Pretrained weights.
+    pretrained
+        ``(hu_mean, hu_std)`` of pretraining (``PretrainReport.hu_mean/hu_std``).
+    target
+        ``(mean_, std_)`` of the cohort's fitted ``IntensityNormalizer``.
+    """
+    (m_pre, s_pre), (m_target, s_target) = pretrained, target
+    if s_pre <= 0 or s_target <= 0:
+        raise ValueError("standard deviations must be positive")
+    scale, shift = s_target / s_pre, (m_target - m_pre) / s_pre
+    rebased = {k: v.detach().clone() for k, v in state_dict.items()}
+    weight = rebased["conv1.weight"]
+    rebased["conv1.bias"] = rebased["conv1.bias"] + shift * weight.sum(dim=(1, 2, 3))
+    rebased["conv1.weight"] = weight * scale
+    return rebased
+
+
 def validation_split(
     labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +147,9 @@ def fine_tune(
     Parameters
     ----------
     state_dict
-        Pretrained weights (:func:`icibenefit.training.cnn.pretrain.pretrain`).
+        Pretrained weights (:func:`icibenefit.training.cnn.pretrain.pretrain`),
+        rebased to the cohort's intensity normalisation with
+        :func:`rebase_input_normalisation`.
     patches
         ``[n, 5, 47, 47]`` normalised patches, one per tumour per training CT.
     labels

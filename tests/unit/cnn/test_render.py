@@ -42,9 +42,11 @@ def test_nodule_is_drawn_where_the_contour_says() -> None:
     hu, fraction = render.render_annotation(annotation, np.random.default_rng(0))
     assert hu.shape == fraction.shape == (5, 47, 47)
     np.testing.assert_allclose(_centroid(fraction), [2, 23, 23], atol=0.25)
-    # area on the central slice matches the contour's disc (pi r^2) in patch pixels
+    # native slices: the middle one is the annotated level nearest the centroid
+    # (dz = +0.5 mm, radius sqrt(64 - 0.25)); its area is that disc in patch pixels
     pixel = render.PatchGeometry().pixel_mm
-    assert fraction[2].sum() * pixel**2 == pytest.approx(np.pi * 8.0**2, rel=0.1)
+    assert fraction[2].sum() * pixel**2 == pytest.approx(np.pi * (64 - 0.25), rel=0.05)
+    assert fraction[0].sum() < fraction[2].sum()
     # solid nodule against aerated lung
     assert np.median(hu[2][fraction[2] > 0.99]) > -150
     assert np.median(hu[fraction < 0.01]) < -700
@@ -55,7 +57,7 @@ def test_nodule_is_drawn_where_the_contour_says() -> None:
 def test_contour_offset_moves_the_nodule_in_the_patch() -> None:
     annotation = _annotation()
     shifted_centre = render.annotation_centroid(annotation) + np.array([10 * 100 / 47, 0, 0])
-    fraction = render.nodule_fraction(annotation, render.PatchGeometry(), shifted_centre)
+    fraction = render.nodule_fraction(annotation, render.PatchGeometry(), shifted_centre, 2.5)
     # the patch centre moved +10 pixels in x, so the nodule sits 10 columns left
     np.testing.assert_allclose(_centroid(fraction), [2, 23, 13], atol=0.25)
 
@@ -64,11 +66,29 @@ def test_holes_are_cut_out() -> None:
     outer = lidc.LidcContour(0.0, True, _circle(50, 50, 10))
     hole = lidc.LidcContour(0.0, False, _circle(50, 50, 5))
     annotation = lidc.LidcAnnotation(1, 1, (outer, hole), 3, 5, 1, 1, 6, 1)
-    fraction = render.nodule_fraction(annotation, render.PatchGeometry(), np.array([50, 50, 0.0]))
+    fraction = render.nodule_fraction(
+        annotation, render.PatchGeometry(), np.array([50, 50, 0.0]), 2.5
+    )
     assert fraction[2, 23, 23] == 0.0
     pixel = render.PatchGeometry().pixel_mm
     assert fraction[2].sum() * pixel**2 == pytest.approx(np.pi * (100 - 25), rel=0.1)
     assert fraction[0].sum() == fraction[4].sum() == 0.0  # one slice only
+
+
+def test_native_and_fixed_slice_spacing() -> None:
+    annotation = _annotation(radius=6.0)
+    native_centre, native = render.patch_placement(annotation, render.PatchGeometry(), 1.25)
+    assert native == 1.25
+    assert native_centre[2] in {c.z_mm for c in annotation.contours}
+    fixed = render.PatchGeometry(slice_spacing_mm=5.0)
+    centre, spacing = render.patch_placement(annotation, fixed, 1.25)
+    assert spacing == 5.0
+    np.testing.assert_allclose(centre, render.annotation_centroid(annotation))
+    _, thick = render.render_annotation(annotation, np.random.default_rng(0), fixed)
+    _, thin = render.render_annotation(annotation, np.random.default_rng(0), None, 1.25)
+    # 5 slices 5 mm apart reach beyond the 6 mm radius, 1.25 mm apart stay inside
+    assert thick[0].sum() == 0
+    assert thin[0].sum() > 0
 
 
 def test_texture_rating_sets_the_density() -> None:
@@ -95,7 +115,7 @@ def test_readers_of_one_nodule_are_clustered_together() -> None:
     groups = lidc.cluster_annotations([*near, far], tolerance_mm=0.7)
     assert sorted(len(g) for g in groups) == [1, 3]
     nodule = lidc.LidcNodule(
-        lidc.LidcScan(1, "LIDC-IDRI-0001", "1.2", "1.2.3", 0.7, 2.5), tuple(near)
+        lidc.LidcScan(1, "LIDC-IDRI-0001", "1.2", "1.2.3", 0.7, 2.5, 2.5), tuple(near)
     )
     assert nodule.mean_malignancy == 4.0
     assert nodule.label == 1
@@ -110,7 +130,9 @@ def test_installed_lidc_database_renders_its_nodules_centred() -> None:
     rng = np.random.default_rng(0)
     for nodule in nodules:
         annotation = max(nodule.annotations, key=lambda a: len(a.contours))
-        _, fraction = render.render_annotation(annotation, rng)
+        _, fraction = render.render_annotation(
+            annotation, rng, native_spacing_mm=nodule.scan.slice_spacing_mm
+        )
         if fraction.sum() < 2:  # a nodule of 1-2 pixels has no meaningful centroid
             continue
         np.testing.assert_allclose(_centroid(fraction)[1:], [23, 23], atol=1.0)

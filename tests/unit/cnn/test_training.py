@@ -120,6 +120,21 @@ def test_fine_tuning_trains_only_the_last_two_conv_layers_and_classifier() -> No
     assert all(torch.equal(tuned[k], again[k]) for k in tuned)
 
 
+def test_rebased_network_sees_cohort_normalised_patches_like_pretraining_ones() -> None:
+    model = deep.build_network(seed=11)
+    hu = np.random.default_rng(0).uniform(-1000, 200, size=(3, 5, 47, 47)).astype(np.float32)
+    pre, cohort = (-820.0, 210.0), (-480.0, 460.0)
+    rebased = deep.load_network(cnn.rebase_input_normalisation(model.state_dict(), pre, cohort))
+    with torch.no_grad():
+        expected = model.conv1(torch.from_numpy((hu - pre[0]) / pre[1]))
+        got = rebased.conv1(torch.from_numpy((hu - cohort[0]) / cohort[1]))
+    # identical away from the zero-padded 2-pixel border
+    torch.testing.assert_close(
+        got[..., 2:-2, 2:-2], expected[..., 2:-2, 2:-2], rtol=1e-4, atol=1e-3
+    )
+    assert torch.equal(rebased.conv2.weight, model.conv2.weight)
+
+
 def test_validation_split_keeps_patients_whole_and_both_classes() -> None:
     labels = np.repeat(np.arange(30) % 2, 3)
     groups = np.repeat(np.arange(30), 3)
