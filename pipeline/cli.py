@@ -2,11 +2,106 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
-from icibenefit.cli_common import not_implemented
+from icibenefit.cli_common import configure_logging, settings_from
+
+if TYPE_CHECKING:
+    from icibenefit.domain import ClinicalRecord
+    from icibenefit.settings import Settings
 
 
-def predict(ctx: typer.Context) -> None:
+def _patient_files(folder: Path, patient_id: str) -> list[str]:
+    """The patient's DICOM files.
+
+    ``folder/<ID>/`` when it exists (the cohort layout), else every file of
+    ``folder`` whose PatientID matches (headers only).
+    """
+    import pydicom
+
+    from icibenefit.errors import DicomInputError
+
+    own = folder / patient_id
+    if own.is_dir():
+        return sorted(str(p) for p in own.rglob("*") if p.is_file())
+    files = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"])
+        except Exception:  # not DICOM: pydicom raises several types; skip the file
+            continue
+        if str(ds.get("PatientID", "")) == patient_id:
+            files.append(str(path))
+    if not files:
+        raise DicomInputError(f"no DICOM file of the patient in {folder}")
+    return files
+
+
+def _clinical_record(path: Path, patient_id: str, settings: Settings) -> ClinicalRecord:
+    """The record from a cohort manifest (what training used) or an NDJSON folder (no network)."""
+    from icibenefit.errors import PatientResolutionError
+
+    if (path / "manifest.json").is_file():
+        from icibenefit.training.synth import load_manifest
+
+        for entry in load_manifest(path).patients:
+            if entry.patient_id == patient_id:
+                return entry.clinical_record
+        raise PatientResolutionError("the patient is not in the cohort manifest")
+    from icibenefit.fhir.readers import NdjsonReader
+    from icibenefit.fhir.sources import ReaderClinicalSource, load_treatment_starts
+
+    starts = (
+        load_treatment_starts(settings.treatment_start_file)
+        if settings.treatment_start_file is not None
+        else {}
+    )
+    source = ReaderClinicalSource(
+        NdjsonReader(path),
+        identifier_system=settings.fhir_patient_identifier_system,
+        pseudonym_key=settings.pseudonym_key.get_secret_value(),
+        treatment_starts=starts,
+    )
+    return source.clinical_record(patient_id)
+
+
+def predict(
+    ctx: typer.Context,
+    dicom: Annotated[
+        Path,
+        typer.Option(
+            "--dicom",
+            help="DICOM folder of the patient, or a folder holding <ID>/ or many patients.",
+        ),
+    ],
+    clinical: Annotated[
+        Path,
+        typer.Option(
+            "--clinical",
+            help="FHIR NDJSON folder, or a synthetic cohort folder (its manifest's record).",
+        ),
+    ],
+    patient: Annotated[str, typer.Option("--patient", help="DICOM PatientID.")],
+    bundle: Annotated[Path, typer.Option("--bundle", help="Model bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the Prediction JSON.")],
+    explain: Annotated[
+        bool, typer.Option("--explain/--no-explain", help="SHAP top features (slower).")
+    ] = True,
+) -> None:
     """Predict for one patient from a DICOM folder and clinical data, without network."""
-    not_implemented("predict")
+    from icibenefit.pipeline.inference import open_bundle
+    from icibenefit.privacy import pseudonymize
+
+    settings = settings_from(ctx)
+    configure_logging(settings)
+    predictor = open_bundle(bundle, explain=explain)
+    record = _clinical_record(clinical, patient, settings)
+    prediction = predictor.predict(_patient_files(dicom, patient), record)
+    out.mkdir(parents=True, exist_ok=True)
+    name = pseudonymize(patient, settings.pseudonym_key.get_secret_value())
+    target = out / f"prediction-{name}.json"
+    target.write_text(prediction.model_dump_json(indent=2) + "\n")
+    typer.echo(str(target))

@@ -196,7 +196,9 @@ def relative_change(before: float, after: float, eps: float = DELTA_EPS) -> floa
     return (after - before) / (abs(before) + eps)
 
 
-def clinical_vector(record: ClinicalRecord, kind: FeatureKind) -> dict[str, float] | None:
+def clinical_vector(
+    record: ClinicalRecord, kind: FeatureKind, *, require_followup: bool = True
+) -> dict[str, float] | None:
     """The clinical feature vector of ``kind`` for ``record``.
 
     Returns
@@ -207,6 +209,10 @@ def clinical_vector(record: ClinicalRecord, kind: FeatureKind) -> dict[str, floa
         still a baseline vector (all imputed), but delta needs a baseline and a
         follow-up panel and longitudinal needs at least one follow-up panel, as
         patients without follow-up were excluded from those analyses in seed 1.
+        With ``require_followup=False`` a longitudinal vector is still built
+        from whatever panels exist (inference for a patient whose CT has
+        follow-ups but whose labs do not); with no panel at all its hemogram
+        blocks are ``nan``.
     """
     available = available_timepoints(record)
     if kind == "baseline":
@@ -215,7 +221,7 @@ def clinical_vector(record: ClinicalRecord, kind: FeatureKind) -> dict[str, floa
             for k, v in panel_features(record.panel(LabTimepoint.BASELINE)).items()
         }
     followups = [tp for tp in available if tp != LabTimepoint.BASELINE]
-    if not followups:
+    if not followups and (require_followup or kind == "delta"):
         return None
     if kind == "delta":
         if LabTimepoint.BASELINE not in available:
@@ -225,7 +231,7 @@ def clinical_vector(record: ClinicalRecord, kind: FeatureKind) -> dict[str, floa
         return {f"delta.{k}": relative_change(before[k], after[k]) for k in before}
     vector = static_features(record)
     for tp in LAB_TIMEPOINTS:
-        source = tp if tp in available else _closest_available(tp, available)
+        source = tp if tp in available or not available else _closest_available(tp, available)
         vector |= {f"{tp.value}.{k}": v for k, v in panel_features(record.panel(source)).items()}
     return vector
 

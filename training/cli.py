@@ -2,11 +2,52 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from icibenefit.cli_common import not_implemented
+from icibenefit.cli_common import configure_logging, settings_from
 
 
-def train(ctx: typer.Context) -> None:
+def train(
+    ctx: typer.Context,
+    cohort: Annotated[
+        Path, typer.Option("--cohort", help="Cohort folder in the synthetic-cohort layout.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to create.")],
+    endpoints: Annotated[
+        str | None,
+        typer.Option("--endpoints", help="Comma-separated endpoints (default: the recipe's)."),
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option("--trials", min=1, help="Optuna trials per model (default: the recipe's)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of split, CV, tuning and forests.")] = 0,
+    recipe: Annotated[str, typer.Option("--recipe", help="Training recipe.")] = "farina2023",
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Report folder (default: <out>.report).")
+    ] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap resamples.")] = 1000,
+) -> None:
     """Train the models of a recipe on a cohort and write a model bundle."""
-    not_implemented("train")
+    from icibenefit.training.trainer import train as run_training
+
+    configure_logging(settings_from(ctx))
+    chosen = tuple(e.strip() for e in endpoints.split(",") if e.strip()) if endpoints else None
+    result = run_training(
+        cohort,
+        out,
+        recipe,
+        trials,
+        seed,
+        endpoints=chosen,
+        workers=workers,
+        report_dir=report,
+        n_boot=n_boot,
+        progress=True,
+    )
+    typer.echo(f"bundle: {result.bundle}")
+    typer.echo(f"report: {result.report_dir / 'report.md'}")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from icibenefit.training.synth.manifest import MANIFEST_NAME, Outcomes, load_manifest
 
 from icibenefit.domain import ENDPOINTS, ClinicalRecord
 from icibenefit.errors import TrainingError
+from icibenefit.training.synth.manifest import MANIFEST_NAME, Outcomes, load_manifest
 
 
 @dataclass(frozen=True)

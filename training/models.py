@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from icibenefit.pipeline.clinical_features import KMeansImputer
-from icibenefit.training.recipes import SearchSpace
 from imblearn.over_sampling import SMOTE
 from imblearn.pipeline import Pipeline
 from numpy.typing import NDArray
@@ -36,6 +34,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.preprocessing import StandardScaler
 
 from icibenefit.errors import TrainingError
+from icibenefit.pipeline.clinical_features import KMeansImputer
+from icibenefit.training.recipes import SearchSpace
 
 logger = logging.getLogger(__name__)
 

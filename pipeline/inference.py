@@ -1,0 +1,642 @@
+"""From a patient's features to a typed :class:`~icibenefit.domain.Prediction`.
+
+This module is the one feature path: training (``icibenefit.training``) builds
+its design matrices with :func:`model_vectors` and its served probabilities
+with :class:`Predictor`, exactly as inference does for a new patient, so a
+patient scored by ``icibenefit predict`` gets the probability training
+computed for them (to floating-point identity).
+
+Kinds of model input (seed 1, "Model design"; METHOD.md "Models")
+------------------------------------------------------------------
+baseline
+    Features of the baseline CT (``baseline.<feature>``).
+delta
+    Relative net change between the baseline and the first follow-up CT,
+    ``(f1 - f0) / (|f0| + eps)`` with ``0/0 -> 0``, clipped per feature to the
+    [1st, 99th] percentile of the training deltas (bounds stored in the
+    bundle): a near-zero baseline value would otherwise produce deltas of
+    1e6 that dominate the scaler.
+longitudinal
+    Baseline, first and second follow-up features concatenated
+    (``baseline.``/``followup1.``/``followup2.`` prefixes).  Follow-ups are
+    numbered by date among the CTs the timeline kept (a follow-up whose tumour
+    vanished is dropped before numbering); a missing slot takes the features
+    of the closest available slot, ties going to the earlier one, so no later
+    information leaks backwards.
+
+Serving rule (METHOD.md): the richest ensemble the data allows - the
+longitudinal ensemble when the patient has a follow-up CT, else the baseline
+ensemble; without any usable CT, the clinical baseline model alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from icibenefit.domain import (
+    ClinicalRecord,
+    EndpointPrediction,
+    FeatureContribution,
+    ImagingTimepoint,
+    LabTimepoint,
+    Prediction,
+)
+from icibenefit.pipeline.clinical_features import (
+    as_row,
+    clinical_vector,
+    imputation_decisions,
+    lab_observation_ids,
+    relative_change,
+)
+
+Kind = Literal["baseline", "delta", "longitudinal"]
+SLOTS = ("baseline", "followup1", "followup2")
+RISK_THRESHOLD = 0.5
+DELTA_QUANTILES = (1.0, 99.0)
+SOURCE_TITLES = {"clinical": "clinical", "radiomics": "radiomics", "dfimm": "DF-imm"}
+
+
+@dataclass(frozen=True)
+class TimepointFeatures:
+    """The imaging features of one CT timepoint the timeline kept.
+
+    ``deep`` and ``cnn_probability`` are ``None`` when the bundle has no CNN.
+    """
+
+    timepoint: ImagingTimepoint
+    radiomics: Mapping[str, float]
+    deep: Mapping[str, float] | None = None
+    cnn_probability: float | None = None
+
+    def source(self, name: str) -> Mapping[str, float] | None:
+        """The feature dict of imaging source ``name`` (``radiomics`` or ``dfimm``)."""
+        return self.radiomics if name == "radiomics" else self.deep
+
+
+@dataclass(frozen=True)
+class PatientFeatures:
+    """Everything the models need about one patient, with its provenance."""
+
+    record: ClinicalRecord
+    imaging: tuple[TimepointFeatures, ...]
+    decisions: tuple[str, ...] = ()
+
+    @property
+    def ordered_imaging(self) -> tuple[TimepointFeatures, ...]:
+        """Baseline first, then follow-ups by date."""
+        return tuple(
+            sorted(
+                self.imaging,
+                key=lambda t: (t.timepoint.label != "baseline", t.timepoint.study_date),
+            )
+        )
+
+    @property
+    def has_baseline_imaging(self) -> bool:
+        """Whether a baseline CT with a tumour mask fed the features."""
+        return any(t.timepoint.label == "baseline" for t in self.imaging)
+
+    @property
+    def has_imaging_followup(self) -> bool:
+        """Whether at least one follow-up CT (with a visible tumour) was kept."""
+        return self.has_baseline_imaging and len(self.imaging) > 1
+
+
+def _imaging_vector(
+    imaging: Sequence[TimepointFeatures], source: str, kind: str
+) -> dict[str, float] | None:
+    if not imaging or imaging[0].timepoint.label != "baseline":
+        return None
+    per_slot = [t.source(source) for t in imaging[: len(SLOTS)]]
+    if any(features is None for features in per_slot):
+        return None
+    slots: list[Mapping[str, float]] = [f for f in per_slot if f is not None]
+    if kind == "baseline":
+        return {f"baseline.{k}": float(v) for k, v in slots[0].items()}
+    if len(slots) < 2:
+        return None
+    if kind == "delta":
+        before, after = slots[0], slots[1]
+        return {
+            f"delta.{k}": relative_change(float(before[k]), float(after.get(k, math.nan)))
+            for k in before
+        }
+    vector: dict[str, float] = {}
+    for index, slot in enumerate(SLOTS):
+        nearest = min(range(len(slots)), key=lambda i: (abs(i - index), i))
+        vector |= {f"{slot}.{k}": float(v) for k, v in slots[nearest].items()}
+    return vector
+
+
+def clip_delta(
+    vector: dict[str, float], bounds: Mapping[str, Sequence[float]] | None
+) -> dict[str, float]:
+    """Clip delta features to the training bounds (values outside the schema are kept)."""
+    if not bounds:
+        return vector
+    clipped = dict(vector)
+    for name, (low, high) in bounds.items():
+        value = clipped.get(name)
+        if value is not None and not math.isnan(value):
+            clipped[name] = min(max(value, low), high)
+    return clipped
+
+
+def source_vector(
+    features: PatientFeatures,
+    source: str,
+    kind: Kind,
+    *,
+    delta_bounds: Mapping[str, Sequence[float]] | None = None,
+    require_followup: bool = True,
+) -> dict[str, float] | None:
+    """The input vector of the ``source``/``kind`` model, or ``None`` when the data cannot feed it.
+
+    ``require_followup=False`` lets the clinical longitudinal vector impute
+    missing follow-up panels from the baseline panel (used at inference when
+    the imaging has follow-ups but the labs do not; training excludes such
+    patients from the clinical longitudinal model, as seed 1 did).
+    """
+    if source == "clinical":
+        vector = clinical_vector(features.record, kind, require_followup=require_followup)
+    else:
+        vector = _imaging_vector(features.ordered_imaging, source, kind)
+    if vector is not None and kind == "delta":
+        vector = clip_delta(vector, delta_bounds)
+    return vector
+
+
+def learn_delta_bounds(rows: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
+    """Per-feature [1st, 99th] percentile bounds of training delta vectors (nan ignored)."""
+    if not rows:
+        return {}
+    names = list(rows[0])
+    matrix = np.array([as_row(row, names) for row in rows])
+    bounds: dict[str, list[float]] = {}
+    for j, name in enumerate(names):
+        column = matrix[:, j][~np.isnan(matrix[:, j])]
+        if column.size:
+            low, high = np.percentile(column, DELTA_QUANTILES)
+            bounds[name] = [float(low), float(high)]
+    return bounds
+
+
+def model_title(source: str, kind: str) -> str:
+    """Human-readable model name for reports, e.g. ``longitudinal RF (DF-imm)``."""
+    return f"{kind} RF ({SOURCE_TITLES.get(source, source)})"
+
+
+def ensemble_title(kind: str, sources: Sequence[str]) -> str:
+    """Human-readable ensemble name, e.g. ``longitudinal ensemble (clinical + DF-imm)``."""
+    return f"{kind} ensemble ({' + '.join(SOURCE_TITLES.get(s, s) for s in sources)})"
+
+
+@dataclass(frozen=True)
+class ModelCatalogue:
+    """What a bundle serves: per endpoint, the single-source models and the served ensembles.
+
+    Attributes
+    ----------
+    feature_schema
+        Estimator name (``<endpoint>-<source>-<kind>``) -> ordered input features.
+    served
+        Kind -> the sources of the ensemble served for that kind, in order
+        (e.g. ``{"longitudinal": ["clinical", "dfimm"]}``).
+    delta_bounds
+        Source -> delta feature -> ``[low, high]``.
+    """
+
+    endpoints: tuple[str, ...]
+    feature_schema: Mapping[str, Sequence[str]]
+    served: Mapping[str, Sequence[str]]
+    delta_bounds: Mapping[str, Mapping[str, Sequence[float]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form stored in the bundle manifest (``extra.catalogue``)."""
+        return {
+            "endpoints": list(self.endpoints),
+            "served": {k: list(v) for k, v in self.served.items()},
+        }
+
+    @staticmethod
+    def estimator_name(endpoint: str, source: str, kind: str) -> str:
+        """Bundle member name of a single-source model."""
+        return f"{endpoint}-{source}-{kind}"
+
+
+EstimatorGetter = Callable[[str], Any]
+ShapExplainer = Callable[[str, str, NDArray[np.float64]], tuple[FeatureContribution, ...]]
+
+
+class Predictor:
+    """Applies a catalogue of fitted models to :class:`PatientFeatures`.
+
+    Parameters
+    ----------
+    catalogue
+        Which models exist and which ensembles are served.
+    estimator
+        Name -> fitted pipeline (the bundle's loader, or training's in-memory dict).
+    explain
+        Optional ``(endpoint, clinical estimator name, row) -> top features``.
+    """
+
+    def __init__(
+        self,
+        catalogue: ModelCatalogue,
+        estimator: EstimatorGetter,
+        explain: ShapExplainer | None = None,
+    ) -> None:
+        if not catalogue.endpoints:
+            raise ValueError("a catalogue needs at least one endpoint")
+        self.catalogue = catalogue
+        self.estimator = estimator
+        self.explain = explain
+
+    def choose(self, features: PatientFeatures) -> tuple[Kind, tuple[str, ...], list[str]]:
+        """The kind and sources to serve for this patient, and why."""
+        served = self.catalogue.served
+        if features.has_imaging_followup and "longitudinal" in served:
+            return (
+                "longitudinal",
+                tuple(served["longitudinal"]),
+                ["longitudinal ensemble: baseline and follow-up CT available"],
+            )
+        if features.has_baseline_imaging and "baseline" in served:
+            reason = (
+                "no follow-up CT" if not features.has_imaging_followup else "no longitudinal model"
+            )
+            return "baseline", tuple(served["baseline"]), [f"baseline ensemble: {reason}"]
+        return "baseline", ("clinical",), ["clinical baseline model only: no usable baseline CT"]
+
+    def probability(
+        self, endpoint: str, source: str, kind: str, vector: Mapping[str, float]
+    ) -> float:
+        """P(benefit) of one single-source model for one patient."""
+        name = ModelCatalogue.estimator_name(endpoint, source, kind)
+        row = as_row(vector, self.catalogue.feature_schema[name])[None, :]
+        pipeline = self.estimator(name)
+        classes = list(pipeline.classes_)
+        return float(pipeline.predict_proba(row)[0, classes.index(1)])
+
+    def predict(
+        self,
+        features: PatientFeatures,
+        *,
+        bundle_name: str,
+        bundle_version: str,
+        demonstration: bool,
+        created: dt.datetime | None = None,
+    ) -> Prediction:
+        """Score every endpoint with the richest ensemble the patient's data allows."""
+        kind, sources, decisions = self.choose(features)
+        decisions = list(features.decisions) + decisions
+        vectors: dict[str, dict[str, float]] = {}
+        for source in sources:
+            vector = source_vector(
+                features,
+                source,
+                kind,
+                delta_bounds=self.catalogue.delta_bounds.get(source),
+                require_followup=False,
+            )
+            if vector is None:
+                raise ValueError(f"no {source} {kind} vector although {kind} was chosen")
+            vectors[source] = vector
+        if "clinical" in sources and kind == "longitudinal":
+            decisions += imputation_decisions(features.record)
+        title = ensemble_title(kind, sources) if len(sources) > 1 else model_title(sources[0], kind)
+        endpoints = []
+        for endpoint in self.catalogue.endpoints:
+            probabilities = [self.probability(endpoint, s, kind, vectors[s]) for s in sources]
+            probability = float(np.mean(probabilities))
+            top: tuple[FeatureContribution, ...] = ()
+            if self.explain is not None and "clinical" in vectors:
+                name = ModelCatalogue.estimator_name(endpoint, "clinical", kind)
+                row = as_row(vectors["clinical"], self.catalogue.feature_schema[name])
+                top = self.explain(endpoint, name, row)
+            endpoints.append(
+                EndpointPrediction(
+                    endpoint=endpoint,
+                    probability=probability,
+                    risk="high" if probability < RISK_THRESHOLD else "low",
+                    model=title,
+                    threshold=RISK_THRESHOLD,
+                    top_features=top,
+                )
+            )
+        ordered = tuple(t.timepoint for t in features.ordered_imaging)
+        imaging = () if len(sources) == 1 else ordered[:1] if kind == "baseline" else ordered[:3]
+        labs = (
+            features.record.panel(LabTimepoint.BASELINE).source_observation_ids
+            if kind == "baseline"
+            else lab_observation_ids(features.record)
+        )
+        return Prediction(
+            patient_id=features.record.patient_id,
+            bundle_name=bundle_name,
+            bundle_version=bundle_version,
+            demonstration=demonstration,
+            ensemble_kind=kind,
+            treatment_start=features.record.treatment_start,
+            imaging=imaging,
+            lab_observation_ids=tuple(labs),
+            endpoints=tuple(endpoints),
+            decisions=tuple(decisions),
+            created=created or dt.datetime.now(dt.UTC),
+        )
+
+
+# --------------------------------------------------------------------------
+# DICOM -> timepoints -> features (the part training runs for every cohort patient)
+
+BASELINE_WINDOW_DAYS = 60
+FOLLOWUP_WINDOW_DAYS = 122  # "within 4 months after T0" (4 x 30.4375 days)
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+SEGMENTATION_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3")
+
+
+@dataclass(frozen=True)
+class PlannedTimepoint:
+    """A CT timepoint chosen by the timeline, with the files to read."""
+
+    label: Literal["baseline", "followup1", "followup2"]
+    study_uid: str
+    series_uid: str
+    study_date: dt.date
+    days_from_treatment_start: int
+    ct_files: tuple[str, ...]
+    segmentation_file: str
+
+
+def _study_date(ds: Any) -> dt.date:
+    text = str(ds.get("StudyDate") or ds.get("SeriesDate") or "")
+    return dt.datetime.strptime(text, "%Y%m%d").date()
+
+
+def plan_timepoints(
+    files: Sequence[str], treatment_start: dt.date
+) -> tuple[list[PlannedTimepoint], list[str]]:
+    """Baseline and up to two follow-up CTs from a patient's DICOM files (METHOD.md windows).
+
+    Interim timeline until :mod:`icibenefit.pipeline.timeline` lands: headers are
+    read without pixels; per study the CT series with the most slices is used
+    (series choice rules live in :func:`icibenefit.pipeline.images.choose_ct_series`);
+    a CT without a SEG/RTSTRUCT in the same frame of reference is dropped
+    (tumour no longer visible).  Baseline = latest CT within 60 days before
+    T0 (T0 itself counts as before); follow-ups = the first two after T0 within 4 months.
+    """
+    import pydicom
+
+    decisions: list[str] = []
+    series: dict[str, list[tuple[str, Any]]] = {}
+    segmentations: dict[str, str] = {}
+    for path in sorted(files):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        sop_class = str(ds.get("SOPClassUID", ""))
+        if sop_class == CT_IMAGE_STORAGE:
+            series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+        elif sop_class in SEGMENTATION_CLASSES:
+            frame = str(ds.get("FrameOfReferenceUID", ""))
+            if not frame and "ReferencedFrameOfReferenceSequence" in ds:
+                frame = str(ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID)
+            segmentations.setdefault(f"{ds.StudyInstanceUID}/{frame}", path)
+    by_study: dict[str, list[tuple[str, Any]]] = {}
+    for members in series.values():
+        study = str(members[0][1].StudyInstanceUID)
+        if study not in by_study or len(members) > len(by_study[study]):
+            by_study[study] = members
+    candidates = []
+    for study, members in by_study.items():
+        first = members[0][1]
+        date = _study_date(first)
+        key = f"{study}/{first.get('FrameOfReferenceUID', '')}"
+        days = (date - treatment_start).days
+        if key not in segmentations:
+            decisions.append(f"CT of {date} dropped: no tumour segmentation (tumour not visible)")
+            continue
+        candidates.append(
+            (days, date, study, str(first.SeriesInstanceUID), members, segmentations[key])
+        )
+    candidates.sort(key=lambda c: c[0])
+    baseline = [c for c in candidates if -BASELINE_WINDOW_DAYS <= c[0] <= 0]
+    followups = [c for c in candidates if 0 < c[0] <= FOLLOWUP_WINDOW_DAYS]
+    for c in candidates:
+        if c[0] < -BASELINE_WINDOW_DAYS or c[0] > FOLLOWUP_WINDOW_DAYS:
+            decisions.append(
+                f"CT of {c[1]} dropped: {c[0]} days from treatment start is outside the windows"
+            )
+    if not baseline:
+        decisions.append("no baseline CT within 60 days before treatment start")
+        return [], decisions
+    chosen = [baseline[-1], *followups[:2]]
+    labels: tuple[Literal["baseline", "followup1", "followup2"], ...] = (
+        "baseline",
+        "followup1",
+        "followup2",
+    )
+    planned = [
+        PlannedTimepoint(
+            label=label,
+            study_uid=study,
+            series_uid=series_uid,
+            study_date=date,
+            days_from_treatment_start=days,
+            ct_files=tuple(path for path, _ in members),
+            segmentation_file=seg,
+        )
+        for label, (days, date, study, series_uid, members, seg) in zip(
+            labels, chosen, strict=False
+        )
+    ]
+    decisions += [
+        f"{p.label}: CT of {p.study_date} ({p.days_from_treatment_start:+d} days)" for p in planned
+    ]
+    return planned, decisions
+
+
+def normalizer_from(statistics: Mapping[str, Any]) -> Any:
+    """The fitted :class:`~icibenefit.pipeline.normalization.IntensityNormalizer` of statistics.
+
+    The bundle keeps the HU statistics as numbers in its manifest (auditable,
+    no extra trusted type); JSON floats round-trip exactly, so training and
+    inference normalise with bit-identical parameters.
+    """
+    from icibenefit.pipeline.normalization import IntensityNormalizer
+
+    normalizer = IntensityNormalizer(float(statistics["clip_min"]), float(statistics["clip_max"]))
+    normalizer.mean_ = float(statistics["mean"])
+    normalizer.std_ = float(statistics["std"])
+    normalizer.n_voxels_seen_ = int(statistics["n_voxels"])
+    return normalizer
+
+
+@dataclass(frozen=True)
+class ImagingSettings:
+    """What imaging features depend on: the bundle's (or training's) learned preprocessing."""
+
+    normalizer: Any
+    radiomics_params: Mapping[str, Any]
+    radiomics_features: tuple[str, ...] | None
+    network: Any = None
+
+
+def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> TimepointFeatures:
+    """Load one timepoint's CT and mask and compute its radiomics and deep features."""
+    from icibenefit.pipeline.images import load_ct_volume
+    from icibenefit.pipeline.patches import tumour_patch
+    from icibenefit.pipeline.radiomics_features import extract_radiomics
+    from icibenefit.pipeline.segmentation import load_tumour_mask
+
+    ct = load_ct_volume(planned.ct_files)
+    mask = load_tumour_mask(planned.segmentation_file, ct)
+    radiomics = extract_radiomics(
+        ct.image,
+        mask.mask,
+        settings.normalizer,
+        params=settings.radiomics_params,
+        feature_names=settings.radiomics_features,
+    )
+    deep: dict[str, float] | None = None
+    probability: float | None = None
+    if settings.network is not None:
+        from icibenefit.pipeline.deep import cnn_probability, extract_deep_features
+
+        patch = tumour_patch(ct.image, mask.mask, settings.normalizer).image[None]
+        values = extract_deep_features(settings.network, patch, batch_size=1)[0]
+        deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
+        probability = float(cnn_probability(settings.network, patch, batch_size=1)[0])
+    timepoint = ImagingTimepoint(
+        label=planned.label,
+        study_uid=planned.study_uid,
+        series_uid=planned.series_uid,
+        study_date=planned.study_date,
+        days_from_treatment_start=planned.days_from_treatment_start,
+        image_sop_uids=ct.sop_instance_uids,
+        segmentation_sop_uid=mask.sop_instance_uid,
+        segmentation_sop_class_uid=mask.sop_class_uid,
+        segment_number=mask.segment_number,
+    )
+    return TimepointFeatures(timepoint, radiomics, deep, probability)
+
+
+# --------------------------------------------------------------------------
+# A loaded bundle as a predictor
+
+#: skops types of our own that bundles written by ``icibenefit train`` contain.
+EXTRA_TRUSTED_TYPES = ("icibenefit.pipeline.clinical_features.KMeansImputer",)
+TOP_FEATURES = 5
+
+
+@dataclass(frozen=True)
+class BundlePredictor:
+    """A verified model bundle ready to score patients (build with :func:`open_bundle`)."""
+
+    bundle: Any
+    predictor: Predictor
+    imaging: ImagingSettings
+
+    @property
+    def demonstration(self) -> bool:
+        """Whether the bundle is a demonstration model (synthetic training data)."""
+        return bool(self.bundle.manifest.intended_use.demonstration)
+
+    def features(self, files: Sequence[str], record: ClinicalRecord) -> PatientFeatures:
+        """Timeline, images, masks and features of one patient (the training code's path)."""
+        from icibenefit.errors import IciBenefitError
+
+        planned, decisions = plan_timepoints(files, record.treatment_start)
+        kept: list[TimepointFeatures] = []
+        for timepoint in planned:
+            try:
+                features = timepoint_features(timepoint, self.imaging)
+            except IciBenefitError as exc:
+                decisions.append(f"{timepoint.label} dropped: {exc}")
+                continue
+            if timepoint.label == "baseline" or kept:
+                kept.append(features)
+        return PatientFeatures(record, tuple(kept), tuple(decisions))
+
+    def predict(
+        self, files: Sequence[str], record: ClinicalRecord, created: dt.datetime | None = None
+    ) -> Prediction:
+        """The :class:`Prediction` for one patient's DICOM files and clinical record."""
+        manifest = self.bundle.manifest
+        return self.predictor.predict(
+            self.features(files, record),
+            bundle_name=manifest.name,
+            bundle_version=manifest.version,
+            demonstration=self.demonstration,
+            created=created,
+        )
+
+
+def catalogue_from_manifest(manifest: Any) -> ModelCatalogue:
+    """The serving catalogue a bundle's manifest describes."""
+    from icibenefit.errors import ModelBundleError
+
+    described = manifest.extra.get("catalogue")
+    if not described:
+        raise ModelBundleError("bundle manifest has no serving catalogue (extra.catalogue)")
+    return ModelCatalogue(
+        endpoints=tuple(described["endpoints"]),
+        feature_schema=manifest.feature_schema,
+        served=described["served"],
+        delta_bounds=manifest.preprocessing.get("delta_bounds", {}),
+    )
+
+
+def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
+    """Load and verify a bundle and wrap it for inference.
+
+    Parameters
+    ----------
+    path
+        The bundle directory.
+    explain
+        Compute SHAP top features of the clinical model (seconds per patient).
+    """
+    from icibenefit.model_store.bundle import load_bundle
+
+    bundle = load_bundle(path, extra_trusted=EXTRA_TRUSTED_TYPES)
+    manifest = bundle.manifest
+    catalogue = catalogue_from_manifest(manifest)
+    network = None
+    if "cnn" in bundle.names("tensors"):
+        from icibenefit.pipeline.deep import load_network
+
+        network = load_network(bundle.tensors("cnn"))
+    hu = manifest.preprocessing.get("hu")
+    imaging = ImagingSettings(
+        normalizer=None if hu is None else normalizer_from(hu),
+        radiomics_params=manifest.pyradiomics_params,
+        radiomics_features=tuple(manifest.robust_features) or None,
+        network=network,
+    )
+    explainer = _bundle_explainer(bundle) if explain else None
+    return BundlePredictor(bundle, Predictor(catalogue, bundle.estimator, explainer), imaging)
+
+
+def _bundle_explainer(bundle: Any) -> ShapExplainer:
+    def explain(
+        endpoint: str, name: str, row: NDArray[np.float64]
+    ) -> tuple[FeatureContribution, ...]:
+        from icibenefit.training.explain import shap_values, top_features
+
+        member = f"shap-{name}"
+        if member not in bundle.names("json"):
+            return ()
+        reference = np.asarray(bundle.json(member)["background"], dtype=np.float64)
+        seed = int(bundle.manifest.extra.get("seed", 0))
+        values = shap_values(bundle.estimator(name), reference, row[None, :], seed=seed)[0]
+        names = bundle.manifest.feature_schema[name]
+        return top_features(values, row, names, TOP_FEATURES)
+
+    return explain
