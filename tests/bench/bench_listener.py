@@ -1,0 +1,90 @@
+"""Ingest speed: dcmtk storescu -> icibenefit serve vs -> dcmtk storescp.
+
+A 300-slice 512 x 512 CT (the `full` cohort size, ~150 MB) is sent by
+``/usr/bin/storescu`` with TCP_NODELAY=1 to each receiver in the same run;
+the best of a few rounds is compared.  icibenefit fsyncs every file and its
+index commit before answering, storescp does not fsync.  Target (issue 3):
+icibenefit within 2.0x of storescp's wall time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.integration.listener.dicom_factory import write_ct_series
+from tests.integration.listener.server import (
+    STORESCU_ENV,
+    ListenerProcess,
+    listener_settings,
+    storescu,
+)
+from tests.peers.common import free_port
+
+N_SLICES = 300
+ROUNDS = 3
+TARGET_RATIO = 2.0
+
+
+def _timed_send(port: int, files: list[Path], called_ae: str) -> float:
+    started = time.perf_counter()
+    result = storescu(port, files, called_ae=called_ae)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"storescu failed: {result.stderr[-2000:]}")
+    return elapsed
+
+
+def _time_storescp(files: list[Path], workdir: Path) -> float:
+    best = float("inf")
+    for round_number in range(ROUNDS):
+        out = workdir / f"storescp{round_number}"
+        out.mkdir()
+        port = free_port()
+        receiver = subprocess.Popen(
+            ["/usr/bin/storescp", "+xa", "-aet", "STORESCP", "-od", str(out), str(port)],
+            env=STORESCU_ENV,
+        )
+        try:
+            time.sleep(0.5)
+            best = min(best, _timed_send(port, files, "STORESCP"))
+        finally:
+            receiver.terminate()
+            receiver.wait(10)
+    return best
+
+
+def _time_icibenefit(files: list[Path], workdir: Path) -> float:
+    best = float("inf")
+    for round_number in range(ROUNDS):
+        root = workdir / f"icibenefit{round_number}"
+        root.mkdir()
+        server = ListenerProcess(root, listener_settings(root, study_quiet_seconds=60))
+        server.start()
+        try:
+            best = min(best, _timed_send(server.port, files, "ICIBENEFIT"))
+        finally:
+            server.terminate()
+    return best
+
+
+def main() -> None:
+    """Print both wall times and their ratio."""
+    with tempfile.TemporaryDirectory(prefix="bench-listener-") as tmp:
+        workdir = Path(tmp)
+        files = write_ct_series(workdir / "ct", N_SLICES, size=512, seed=1).files
+        megabytes = sum(f.stat().st_size for f in files) / 1e6
+        storescp_seconds = _time_storescp(files, workdir)
+        icibenefit_seconds = _time_icibenefit(files, workdir)
+    ratio = icibenefit_seconds / storescp_seconds
+    print(f"listener ingest: {N_SLICES} slices, {megabytes:.0f} MB, best of {ROUNDS}")
+    print(f"  dcmtk storescp : {storescp_seconds:6.2f} s")
+    print(f"  icibenefit     : {icibenefit_seconds:6.2f} s (fsync + SQLite WAL index)")
+    verdict = "within" if ratio <= TARGET_RATIO else "OVER"
+    print(f"  ratio          : {ratio:6.2f}x ({verdict} target {TARGET_RATIO:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
