@@ -13,7 +13,8 @@ Delivery
   a PACS is configured, else they are written to ``<data>/outbox/dicom/<SOP>.dcm``.
 - ``fhir`` items are HTTP requests (``method``, ``url`` relative to
   ``fhir_base_url``, ``body``, ``headers`` such as ``If-None-Exist``) sent with
-  httpx when ``fhir_base_url`` is set, else written to
+  httpx and :func:`icibenefit.fhir.auth.auth_from_settings` (none, bearer or
+  SMART backend services) when ``fhir_base_url`` is set, else written to
   ``<data>/outbox/fhir/<id>.json``.
 
 A failed attempt is retried after ``retry_base_seconds * 2**(attempts-1)``;
@@ -183,6 +184,7 @@ class OutboxSender:
         outbox_dir = settings.data_dir / "outbox"
         self.local_dicom_dir = outbox_dir / "dicom"
         self.local_fhir_dir = outbox_dir / "fhir"
+        self._client: httpx.Client | None = None
 
     def requeue_sending(self) -> int:
         """Items a crash left in ``sending`` are due again (at start-up)."""
@@ -288,20 +290,29 @@ class OutboxSender:
             return str(target)
         request = json.loads(item.payload_path.read_text())
         headers = {"Content-Type": "application/fhir+json", **request["headers"]}
-        if settings.fhir_auth == "bearer" and settings.fhir_token is not None:
-            headers["Authorization"] = f"Bearer {settings.fhir_token.get_secret_value()}"
-        elif settings.fhir_auth == "smart":
-            raise PermanentDeliveryError("SMART authentication is not available to the outbox")
         url = settings.fhir_base_url.rstrip("/") + "/" + request["url"].lstrip("/")
-        response = httpx.request(
-            request["method"],
-            url,
-            json=request["body"],
-            headers=headers,
-            timeout=settings.fhir_timeout_seconds,
+        response = self._fhir_client().request(
+            request["method"], url, json=request["body"], headers=headers
         )
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise DeliveryError(f"FHIR server answered {response.status_code}")
         if response.status_code >= 400:
             raise PermanentDeliveryError(f"FHIR server answered {response.status_code}")
         return url
+
+    def _fhir_client(self) -> httpx.Client:
+        """One client per sender, with the settings' auth (bearer or SMART backend)."""
+        if self._client is None:
+            from icibenefit.fhir.auth import auth_from_settings
+
+            self._client = httpx.Client(
+                auth=auth_from_settings(self._settings),
+                timeout=self._settings.fhir_timeout_seconds,
+            )
+        return self._client
+
+    def close(self) -> None:
+        """Release the HTTP client."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None

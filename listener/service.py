@@ -190,6 +190,7 @@ class ListenerService:
                 except Exception:
                     log.exception("outbox pass failed")
         finally:
+            sender.close()
             conn.close()
 
 
