@@ -22,6 +22,7 @@ import numpy as np
 from icibenefit import __version__
 from icibenefit.domain import Analyte, LabTimepoint
 from icibenefit.privacy import pseudonymize
+from icibenefit.training.synth.anatomy import Anatomy, draw_anatomy
 from icibenefit.training.synth.clinical import ClinicalDraw, draw_clinical
 from icibenefit.training.synth.ct import (
     PatientInfo,
@@ -45,11 +46,9 @@ from icibenefit.training.synth.outcomes import (
     draw_course,
 )
 from icibenefit.training.synth.phantom import (
-    Anatomy,
     Grid,
     TumourAppearance,
     TumourShape,
-    draw_anatomy,
     draw_tumour,
     grid_for,
     render_volume,

@@ -15,13 +15,8 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-#: HU values of the tissues (typical clinical values).
-AIR_HU = -1000.0
-FAT_HU = -100.0
-MUSCLE_HU = 45.0
-LUNG_HU = -850.0
-MEDIASTINUM_HU = 40.0
-BONE_HU = 450.0
+from icibenefit.training.synth.anatomy import LUNG_HU, Anatomy, anatomy_slice
+
 #: In-plane point-spread function of the scanner (Gaussian sigma, mm).
 _PSF_SIGMA_MM = 0.8
 
@@ -72,19 +67,6 @@ def grid_for(size: Literal["small", "full"], n_slices_full: int = 150) -> Grid:
 
 
 @dataclass(frozen=True)
-class Anatomy:
-    """Patient-specific body habitus (mm); drawn once and reused for every timepoint."""
-
-    body_half_width: float
-    body_half_depth: float
-    fat_thickness: float
-    lung_half_width: float
-    lung_half_depth: float
-    lung_offset_x: float
-    lung_half_height: float
-
-
-@dataclass(frozen=True)
 class TumourShape:
     """An irregular tumour: an ellipsoid whose radius is modulated by low-frequency noise.
 
@@ -98,21 +80,6 @@ class TumourShape:
     lobe_frequencies: tuple[tuple[float, float, float], ...]
     lobe_phases: tuple[float, ...]
     lobe_amplitudes: tuple[float, ...]
-
-
-def draw_anatomy(rng: np.random.Generator) -> Anatomy:
-    """Draw body habitus within adult ranges (chest ~30-36 cm wide)."""
-    half_width = float(rng.uniform(150, 172))
-    half_depth = float(rng.uniform(100, 122))
-    return Anatomy(
-        body_half_width=half_width,
-        body_half_depth=half_depth,
-        fat_thickness=float(rng.uniform(6, 22)),
-        lung_half_width=float(rng.uniform(52, 62)),
-        lung_half_depth=half_depth * float(rng.uniform(0.68, 0.76)),
-        lung_offset_x=float(rng.uniform(70, 80)),
-        lung_half_height=float(rng.uniform(120, 150)),
-    )
 
 
 def draw_tumour(rng: np.random.Generator, anatomy: Anatomy, baseline_ml: float) -> TumourShape:
@@ -209,8 +176,8 @@ def render_volume(
 ) -> np.ndarray:
     """Render the CT volume (int16 HU) of one timepoint.
 
-    Why these steps: anatomy is drawn from ellipses per slice; lung parenchyma
-    gets faint smooth texture (vessels are not modelled); the tumour texture is
+    Why these steps: anatomy is drawn per slice (:mod:`.anatomy`); lung
+    parenchyma gets faint smooth texture on top of the vessels; the tumour texture is
     smooth correlated noise (sigma ~3 mm) whose SD is the heterogeneity the
     response latent changes; a slight in-plane blur imitates the scanner's
     point-spread function (sigma 0.8 mm) so edges are not perfectly sharp;
@@ -219,14 +186,13 @@ def render_volume(
     volume = np.empty(grid.shape, dtype=np.int16)
     (z0, y0, x0), texture = _tumour_texture(rng, grid, mask, appearance)
     ox, oy, _ = grid.origin
-    _, s_y, s_x = grid.spacing
+    s_z, s_y, s_x = grid.spacing
     y = oy + np.arange(grid.shape[1]) * s_y
     x = ox + np.arange(grid.shape[2]) * s_x
-    yy, xx = np.meshgrid(y, x, indexing="ij")
     blur = tuple(_PSF_SIGMA_MM / s for s in (s_y, s_x))  # voxels, per axis
     smooth_sigma = max(4.0 / s_x, 0.5)
     for k in range(grid.shape[0]):
-        hu = _anatomy_slice(xx, yy, grid.z_mm(k), anatomy)
+        hu = anatomy_slice(x, y, grid.z_mm(k), s_z, anatomy)
         lung_texture = ndimage.gaussian_filter(
             rng.standard_normal(hu.shape).astype(np.float32), smooth_sigma
         )
@@ -240,30 +206,6 @@ def render_volume(
         hu += rng.normal(0.0, noise_sd, size=hu.shape).astype(np.float32)
         volume[k] = np.clip(np.rint(hu), -1024, 3071).astype(np.int16)
     return volume
-
-
-def _anatomy_slice(xx: np.ndarray, yy: np.ndarray, z: float, anatomy: Anatomy) -> np.ndarray:
-    hu = np.full(xx.shape, AIR_HU, dtype=np.float32)
-    body = (xx / anatomy.body_half_width) ** 2 + (yy / anatomy.body_half_depth) ** 2 <= 1
-    hu[body] = FAT_HU
-    inner_w = anatomy.body_half_width - anatomy.fat_thickness
-    inner_d = anatomy.body_half_depth - anatomy.fat_thickness
-    muscle = (xx / inner_w) ** 2 + (yy / inner_d) ** 2 <= 1
-    hu[muscle] = MUSCLE_HU
-    # Lungs shrink towards the apex and base: an ellipsoid in z.
-    taper = max(1 - (z / anatomy.lung_half_height) ** 2, 0.0) ** 0.5
-    if taper > 0:
-        for side in (-1.0, 1.0):
-            lung = (
-                ((xx - side * anatomy.lung_offset_x) / (anatomy.lung_half_width * taper)) ** 2
-                + ((yy + 5.0) / (anatomy.lung_half_depth * taper)) ** 2
-            ) <= 1
-            hu[lung] = LUNG_HU
-    mediastinum = (xx / 28.0) ** 2 + ((yy + 15.0) / 45.0) ** 2 <= 1
-    hu[mediastinum] = MEDIASTINUM_HU
-    spine = (xx / 16.0) ** 2 + ((yy - anatomy.body_half_depth + 38.0) / 16.0) ** 2 <= 1
-    hu[spine] = BONE_HU
-    return hu
 
 
 def _tumour_texture(

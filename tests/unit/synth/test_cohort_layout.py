@@ -10,7 +10,7 @@ import pydicom
 import pytest
 
 from icibenefit.training.synth import load_manifest
-from icibenefit.training.synth.phantom import LUNG_HU
+from icibenefit.training.synth.anatomy import LUNG_HU
 
 
 def _ct(cohort: Path, ct_dir: str) -> list[pydicom.Dataset]:
