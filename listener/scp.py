@@ -15,10 +15,12 @@ jobs) happens elsewhere.  Access control layers, outermost first:
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from pynetdicom import AE, evt
@@ -59,6 +61,9 @@ TRANSFER_SYNTAXES: list[str] = [
 ]
 
 
+TLS_HANDSHAKE_SECONDS = 10.0
+
+
 class ScpCounters:
     """Thread-safe counters exported by ``/metrics`` (since process start)."""
 
@@ -84,6 +89,28 @@ class ScpCounters:
         """Current values of every counter."""
         with self._lock:
             return {name: self._values[name] for name in self.NAMES}
+
+
+def _accept_tls(
+    server: ThreadedAssociationServer, context: ssl.SSLContext
+) -> tuple[socket.socket, Any]:
+    """Accept and handshake with a time limit.
+
+    pynetdicom's own ``get_request`` handshakes in the accept loop without a
+    timeout, so one silent TCP peer would block every later association.  A
+    failed handshake raises ``OSError``, which socketserver treats as "drop
+    this connection" (e.g. a plain DICOM peer on the TLS port).
+    """
+    assert server.socket is not None
+    client, address = server.socket.accept()
+    client.settimeout(TLS_HANDSHAKE_SECONDS)
+    try:
+        secured = context.wrap_socket(client, server_side=True)
+    except OSError:
+        client.close()
+        raise
+    secured.settimeout(None)
+    return secured, address
 
 
 def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -134,11 +161,13 @@ class StorageScp:
         server = self.ae.start_server(
             (self.settings.scp_bind, self.settings.scp_port),
             block=False,
-            ssl_context=build_ssl_context(self.settings),
             evt_handlers=handlers,
         )
         assert server is not None  # non-blocking start always returns the server
         server.verify_request = self._verify_connection  # type: ignore[method-assign]
+        ssl_context = build_ssl_context(self.settings)
+        if ssl_context is not None:
+            server.get_request = partial(_accept_tls, server, ssl_context)  # type: ignore[method-assign]
         self._server = server
         log.info(
             "SCP %s listening on %s:%d%s",

@@ -204,6 +204,7 @@ class DicomStore:
         self._local = threading.local()
         self._durable_dirs: set[Path] = {self.root}
         self._key = settings.pseudonym_key.get_secret_value()
+        self._uid_locks = [threading.Lock() for _ in range(64)]
 
     def discard_partial_files(self) -> int:
         """Delete temporary files a crash left behind; return how many."""
@@ -245,26 +246,12 @@ class DicomStore:
     def _write(
         self, header: InstanceHeader, dataset_bytes: bytes, transfer_syntax: str, calling_ae: str
     ) -> StoreOutcome:
-        meta = create_file_meta(
-            sop_class_uid=UID(header.sop_class_uid),
-            sop_instance_uid=UID(header.sop_instance_uid),
-            transfer_syntax=UID(transfer_syntax),
-        )
-        meta.SourceApplicationEntityTitle = calling_ae
         digest = hashlib.sha256(dataset_bytes).hexdigest()
-        temp = self.incoming / f"{uuid.uuid4().hex}.part"
-        with open(temp, "wb") as handle:
-            handle.write(_PREAMBLE)
-            handle.write(encode_file_meta(meta))
-            handle.write(dataset_bytes)
-            handle.flush()
-            os.fsync(handle.fileno())
-            size = handle.tell()
-        series_dir = self.root / header.study_uid / header.series_uid
-        final = series_dir / f"{header.sop_instance_uid}.dcm"
         conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        # Only this process writes instances, so a lock per SOP Instance UID makes
+        # check-write-index atomic for one UID while other UIDs (other associations)
+        # fsync in parallel instead of queueing on the database lock.
+        with self._uid_locks[hash(header.sop_instance_uid) % len(self._uid_locks)]:
             existing = conn.execute(
                 "SELECT sha256, path, size, study_uid FROM instances WHERE sop_instance_uid = ?",
                 (header.sop_instance_uid,),
@@ -272,32 +259,57 @@ class DicomStore:
             disposition: Disposition = "stored"
             if existing is not None:
                 if existing["sha256"] == digest:
-                    conn.execute("ROLLBACK")
-                    return StoreOutcome(SUCCESS, "duplicate", size, header)
+                    return StoreOutcome(SUCCESS, "duplicate", existing["size"], header)
                 if self.settings.duplicate_policy == "keep_first":
-                    conn.execute("ROLLBACK")
                     log.warning(
                         "instance %s received again with different content; kept the first",
                         header.sop_instance_uid,
                     )
-                    return StoreOutcome(SUCCESS, "conflict_kept", size, header)
+                    return StoreOutcome(SUCCESS, "conflict_kept", existing["size"], header)
                 disposition = "replaced"
-            self._make_durable_dir(series_dir)
-            os.replace(temp, final)
-            _fsync_dir(series_dir)
-            self._index(conn, header, transfer_syntax, final, size, digest, calling_ae, existing)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            temp.unlink(missing_ok=True)
-        if existing is not None and Path(existing["path"]) != final:
-            Path(existing["path"]).unlink(missing_ok=True)
+            series_dir = self.root / header.study_uid / header.series_uid
+            final = series_dir / f"{header.sop_instance_uid}.dcm"
+            temp = self.incoming / f"{uuid.uuid4().hex}.part"
+            try:
+                size = self._write_temp(temp, header, dataset_bytes, transfer_syntax, calling_ae)
+                self._make_durable_dir(series_dir)
+                os.replace(temp, final)
+                _fsync_dir(series_dir)
+                conn.execute("BEGIN IMMEDIATE")
+                self._index(
+                    conn, header, transfer_syntax, final, size, digest, calling_ae, existing
+                )
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                temp.unlink(missing_ok=True)
+            if existing is not None and Path(existing["path"]) != final:
+                Path(existing["path"]).unlink(missing_ok=True)
         if disposition == "replaced":
             log.warning("instance %s replaced by new content", header.sop_instance_uid)
         return StoreOutcome(SUCCESS, disposition, size, header)
+
+    @staticmethod
+    def _write_temp(
+        temp: Path, header: InstanceHeader, dataset_bytes: bytes, transfer_syntax: str, ae: str
+    ) -> int:
+        """Preamble, our file meta, the dataset as received; fsync'd; return the size."""
+        meta = create_file_meta(
+            sop_class_uid=UID(header.sop_class_uid),
+            sop_instance_uid=UID(header.sop_instance_uid),
+            transfer_syntax=UID(transfer_syntax),
+        )
+        meta.SourceApplicationEntityTitle = ae
+        with open(temp, "wb") as handle:
+            handle.write(_PREAMBLE)
+            handle.write(encode_file_meta(meta))
+            handle.write(dataset_bytes)
+            handle.flush()
+            os.fsync(handle.fileno())
+            return handle.tell()
 
     def _index(
         self,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from icibenefit.listener.scp import TLS_HANDSHAKE_SECONDS
 from tests.integration.listener.server import echoscu
 
 pytestmark = pytest.mark.integration
@@ -111,3 +114,9 @@ def test_tls_association_works_and_plain_one_fails(start_listener, tmp_path: Pat
     untrusted += ["+cf", str(pki["ca"])]
     assert echoscu(server.port, extra=untrusted).returncode != 0  # client cert from another CA
     assert echoscu(server.port, extra=tls).returncode == 0  # and the server still serves
+
+    # A peer that connects and stays silent must not block the accept loop forever.
+    with socket.create_connection(("127.0.0.1", server.port)):
+        started = time.monotonic()
+        assert echoscu(server.port, extra=tls).returncode == 0
+        assert time.monotonic() - started < TLS_HANDSHAKE_SECONDS + 5
