@@ -47,6 +47,14 @@ class Settings(BaseSettings):
         description="Site key for hashing patient identifiers in logs (set your own).",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    audit_max_bytes: int = Field(
+        10_000_000,
+        ge=4096,
+        description="Size at which <data_dir>/audit/audit.jsonl is rotated.",
+    )
+    audit_backups: int = Field(
+        100, ge=0, description="Rotated audit files kept (0 = keep every one)."
+    )
 
     # --- DICOM SCP ---------------------------------------------------------
     scp_ae_title: str = Field("ICIBENEFIT", description="Called AE title we answer to.")
