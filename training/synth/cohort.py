@@ -67,6 +67,8 @@ VANISHED_ML = 1.0
 #: Every fourth patient (index % 4 == 3) gets an RTSTRUCT instead of a SEG: 25%,
 #: and always present in any cohort of four or more.
 RTSTRUCT_EVERY = 4
+#: Largest visit-to-visit repositioning of the patient (x, y, z mm).
+_TABLE_SHIFT_MM = (4.0, 4.0, 5.0)
 _FIRST_TREATMENT_START = dt.date(2019, 1, 7)
 _STREAM_COURSE, _STREAM_CLINICAL, _STREAM_SCHEDULE, _STREAM_ANATOMY, _STREAM_IMAGE = range(5)
 
@@ -255,6 +257,8 @@ def _write_timepoint(
     use_rtstruct: bool,
 ) -> TimepointEntry:
     key = f"icibenefit-synth/{seed}/{patient.patient_id}/{scan.label}"
+    image_rng = _rng(seed, index, _STREAM_IMAGE * 10 + number)
+    grid = grid.shifted(image_rng, _TABLE_SHIFT_MM)
     months = max(
         scan.months_after_start, 0.0
     )  # the tumour is untreated before T0: kept as baseline
@@ -270,9 +274,7 @@ def _write_timepoint(
         ),
     )
     noise_sd = 12.0 if grid.shape[1] <= 128 else 20.0
-    volume = render_volume(
-        _rng(seed, index, _STREAM_IMAGE * 10 + number), grid, anatomy, mask, look, noise_sd
-    )
+    volume = render_volume(image_rng, grid, anatomy, mask, look, noise_sd)
     study = StudyInfo(
         study_uid=derive_uid(key, "study"),
         series_uid=derive_uid(key, "ct-series"),

@@ -29,17 +29,27 @@ class Grid:
     Slices go from feet to head (increasing z), rows anterior to posterior
     (increasing y), columns right to left of the patient (increasing x), i.e.
     LPS with the identity orientation of an axial head-first-supine scan.
+    ``shift`` (x, y, z mm) moves the grid against the patient: each visit has
+    its own table position, so follow-ups are not voxel-aligned with the
+    baseline, as on real scanners.
     """
 
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
+    shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @property
     def origin(self) -> tuple[float, float, float]:
-        """(x, y, z) mm of the first voxel, chosen so the grid is centred on (0, 0, 0)."""
+        """(x, y, z) mm of the first voxel: the grid is centred on ``shift``."""
         n_z, n_y, n_x = self.shape
         s_z, s_y, s_x = self.spacing
-        return (-(n_x - 1) * s_x / 2, -(n_y - 1) * s_y / 2, -(n_z - 1) * s_z / 2)
+        dx, dy, dz = self.shift
+        return (-(n_x - 1) * s_x / 2 + dx, -(n_y - 1) * s_y / 2 + dy, -(n_z - 1) * s_z / 2 + dz)
+
+    def shifted(self, rng: np.random.Generator, max_mm: tuple[float, float, float]) -> Grid:
+        """Return the grid moved by a random table offset of at most ``max_mm`` (0.1 mm steps)."""
+        shift = tuple(round(float(rng.uniform(-m, m)), 1) for m in max_mm)
+        return Grid(shape=self.shape, spacing=self.spacing, shift=(shift[0], shift[1], shift[2]))
 
     def z_mm(self, index: int) -> float:
         """Patient z of slice ``index``."""
