@@ -11,6 +11,11 @@ JPEG-LS, JPEG 2000) is pydicom's, through its numpy, pylibjpeg and pyjpegls
 handlers; the Modality LUT (rescale slope/intercept) is pydicom's
 ``apply_modality_lut``.
 
+Multi-frame CT (Enhanced CT and Legacy Converted Enhanced CT) is split into
+its frames, each taking position, orientation, pixel spacing and rescale from
+the per-frame or shared functional groups, and then goes through the same
+sorting and spacing checks as a single-frame series.
+
 The grid is canonical: x follows the DICOM row direction (increasing column
 index), y the column direction, z the slice normal (row x column), with slices
 sorted by their position along that normal.  The origin is the
@@ -20,11 +25,12 @@ the DICOM header says it is.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -77,9 +83,29 @@ def is_localizer(ds: Dataset) -> bool:
     return "LOCALIZER" in [str(value).upper() for value in ds.get("ImageType", [])]
 
 
+def header_value(ds: Dataset, keyword: str, sequence: str) -> Any:
+    """``keyword`` at the top level, else in the shared or first per-frame functional group.
+
+    Multi-frame (Enhanced) CT keeps geometry and reconstruction attributes in
+    functional-group ``sequence`` items (e.g. PixelMeasuresSequence) rather than
+    at the top level; header-only code (series summaries) reads them here.
+    """
+    if keyword in ds:
+        return ds.get(keyword)
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        if groups in ds and ds[groups].value:
+            group = ds[groups].value[0]
+            if sequence in group and group[sequence].value and keyword in group[sequence].value[0]:
+                return group[sequence].value[0].get(keyword)
+    return None
+
+
 def slice_normal(ds: Dataset) -> np.ndarray:
     """Unit normal of the image plane (row cosine x column cosine)."""
-    orientation = _orientation(ds)
+    value = header_value(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
+    if value is None:
+        raise GeometryError(f"instance {ds.get('SOPInstanceUID', '?')} has no image orientation")
+    orientation = np.asarray(value, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
     return normal / np.linalg.norm(normal)
 
@@ -121,70 +147,157 @@ def load_ct_volume(
     datasets = read_datasets(sources)
     if not datasets:
         raise DicomInputError("no CT instances given")
-    skipped = tuple(f"skipped localizer {ds.SOPInstanceUID}" for ds in datasets if is_localizer(ds))
-    images = [ds for ds in datasets if not is_localizer(ds)]
+    frames = [frame for ds in datasets for frame in _frames(ds)]
+    skipped = tuple(
+        dict.fromkeys(f"skipped localizer {f.sop_instance_uid}" for f in frames if f.localizer)
+    )
+    images = [frame for frame in frames if not frame.localizer]
     if not images:
         raise DicomInputError("the series holds only localizer images")
     first = images[0]
     _check_same_series(images)
-    if require_axial and not is_axial(first):
+    normal = np.cross(first.orientation[:3], first.orientation[3:])
+    normal /= np.linalg.norm(normal)
+    if require_axial and abs(float(normal[2])) < AXIAL_COSINE:
         raise GeometryError(
-            f"series {first.SeriesInstanceUID} is not axial "
-            f"(ImageOrientationPatient {list(first.ImageOrientationPatient)})"
+            f"series {first.series_uid} is not axial "
+            f"(ImageOrientationPatient {[float(v) for v in first.orientation]})"
         )
-    normal = slice_normal(first)
-    images.sort(key=lambda ds: float(np.dot(normal, _position(ds))))
-    positions = np.array([_position(ds) for ds in images])
+    images.sort(key=lambda frame: float(np.dot(normal, frame.position)))
+    positions = np.array([frame.position for frame in images])
     slice_spacing = _regular_slice_spacing(positions, normal, spacing_tolerance)
 
-    array = np.stack([_hu_pixels(ds) for ds in images])
-    image = sitk.GetImageFromArray(array)
-    row_spacing, column_spacing = (float(v) for v in first.PixelSpacing)
-    orientation = _orientation(first)
+    image = sitk.GetImageFromArray(np.stack([frame.hu() for frame in images]))
+    row_spacing, column_spacing = first.pixel_spacing
     image.SetSpacing((column_spacing, row_spacing, slice_spacing))
     image.SetOrigin(tuple(float(v) for v in positions[0]))
-    direction = np.column_stack([orientation[:3], orientation[3:], normal])
+    direction = np.column_stack([first.orientation[:3], first.orientation[3:], normal])
     image.SetDirection(tuple(float(v) for v in direction.ravel()))
     return CtVolume(
         image=image,
-        study_uid=str(first.StudyInstanceUID),
-        series_uid=str(first.SeriesInstanceUID),
-        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
-        sop_instance_uids=tuple(str(ds.SOPInstanceUID) for ds in images),
+        study_uid=first.study_uid,
+        series_uid=first.series_uid,
+        frame_of_reference_uid=first.frame_of_reference_uid,
+        sop_instance_uids=tuple(dict.fromkeys(frame.sop_instance_uid for frame in images)),
         skipped=skipped,
     )
 
 
-def _orientation(ds: Dataset) -> np.ndarray:
-    if "ImageOrientationPatient" not in ds:
-        raise GeometryError(f"instance {ds.SOPInstanceUID} has no ImageOrientationPatient")
-    return np.asarray(ds.ImageOrientationPatient, dtype=float)
+@dataclass(frozen=True)
+class _Frame:
+    """One 2D image: a single-frame CT instance, or one frame of an (Enhanced) multi-frame CT."""
+
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    modality: str
+    position: np.ndarray
+    orientation: np.ndarray
+    pixel_spacing: tuple[float, float]
+    shape: tuple[int, int]
+    localizer: bool
+    hu: Callable[[], np.ndarray]
 
 
-def _position(ds: Dataset) -> np.ndarray:
-    if "ImagePositionPatient" not in ds:
-        raise GeometryError(f"instance {ds.SOPInstanceUID} has no ImagePositionPatient")
-    return np.asarray(ds.ImagePositionPatient, dtype=float)
+def _frames(ds: Dataset) -> list[_Frame]:
+    """Split an instance into frames; multi-frame geometry comes from its functional groups."""
+    uid = str(ds.SOPInstanceUID)
+    if "PixelData" not in ds:
+        raise DicomInputError(f"instance {uid} has no pixel data")
+    shape = (int(ds.Rows), int(ds.Columns))
+    common: dict[str, Any] = {
+        "sop_instance_uid": uid,
+        "study_uid": str(ds.StudyInstanceUID),
+        "series_uid": str(ds.SeriesInstanceUID),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "")),
+        "modality": str(ds.get("Modality", "")),
+        "shape": shape,
+    }
+    if "PerFrameFunctionalGroupsSequence" not in ds:
+        return [
+            _Frame(
+                **common,
+                position=_required(ds, "ImagePositionPatient", uid),
+                orientation=_required(ds, "ImageOrientationPatient", uid),
+                pixel_spacing=_spacing(_required(ds, "PixelSpacing", uid)),
+                localizer=is_localizer(ds),
+                hu=lambda: _hu_pixels(ds),
+            )
+        ]
+    shared = (
+        ds.SharedFunctionalGroupsSequence[0]
+        if "SharedFunctionalGroupsSequence" in ds
+        else Dataset()
+    )
+    decoded: list[np.ndarray] = []
 
+    def frame_hu(index: int, slope: float, intercept: float) -> np.ndarray:
+        if not decoded:  # decode every frame once, on first use
+            decoded.append(np.asarray(_decode(ds)).reshape(-1, *shape))
+        return decoded[0][index].astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
-def _check_same_series(images: Sequence[Dataset]) -> None:
-    first = images[0]
-    if first.get("Modality") != "CT":
-        raise DicomInputError(
-            f"series {first.SeriesInstanceUID} is {first.get('Modality')}, not CT"
+    frames = []
+    for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+
+        def item(sequence: str, keyword: str, group: Dataset = group) -> Any:
+            for source in (group, shared):
+                if sequence in source and keyword in source[sequence].value[0]:
+                    return source[sequence].value[0].get(keyword)
+            return None
+
+        where = f"{uid} frame {index + 1}"
+        position, orientation = (
+            item("PlanePositionSequence", "ImagePositionPatient"),
+            item("PlaneOrientationSequence", "ImageOrientationPatient"),
         )
-    for ds in images:
-        if ds.SeriesInstanceUID != first.SeriesInstanceUID:
+        spacing = item("PixelMeasuresSequence", "PixelSpacing")
+        if position is None or orientation is None or spacing is None:
+            raise GeometryError(f"{where} lacks plane position, orientation or pixel spacing")
+        frame_type = item("CTImageFrameTypeSequence", "FrameType") or ds.get("ImageType", [])
+        slope = item("PixelValueTransformationSequence", "RescaleSlope")
+        intercept = item("PixelValueTransformationSequence", "RescaleIntercept")
+        frames.append(
+            _Frame(
+                **common,
+                position=np.asarray(position, dtype=float),
+                orientation=np.asarray(orientation, dtype=float),
+                pixel_spacing=_spacing(spacing),
+                localizer="LOCALIZER" in [str(v).upper() for v in frame_type],
+                hu=functools.partial(
+                    frame_hu,
+                    index,
+                    1.0 if slope is None else float(slope),
+                    0.0 if intercept is None else float(intercept),
+                ),
+            )
+        )
+    return frames
+
+
+def _required(ds: Dataset, keyword: str, uid: str) -> np.ndarray:
+    if keyword not in ds:
+        raise GeometryError(f"instance {uid} has no {keyword}")
+    return np.asarray(ds.get(keyword), dtype=float)
+
+
+def _spacing(values: Any) -> tuple[float, float]:
+    row, column = (float(v) for v in values)
+    return row, column
+
+
+def _check_same_series(images: Sequence[_Frame]) -> None:
+    first = images[0]
+    if first.modality != "CT":
+        raise DicomInputError(f"series {first.series_uid} is {first.modality or 'unknown'}, not CT")
+    for frame in images:
+        if frame.series_uid != first.series_uid:
             raise DicomInputError("instances of several series were given as one series")
-        if "PixelData" not in ds:
-            raise DicomInputError(f"instance {ds.SOPInstanceUID} has no pixel data")
-        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+        if frame.shape != first.shape:
             raise GeometryError("slices of the series have different matrix sizes")
-        if not np.allclose(_orientation(ds), _orientation(first), atol=1e-4):
+        if not np.allclose(frame.orientation, first.orientation, atol=1e-4):
             raise GeometryError("slices of the series have different orientations")
-        if not np.allclose(
-            np.asarray(ds.PixelSpacing, float), np.asarray(first.PixelSpacing, float), atol=1e-4
-        ):
+        if not np.allclose(frame.pixel_spacing, first.pixel_spacing, atol=1e-4):
             raise GeometryError("slices of the series have different pixel spacings")
 
 
@@ -211,16 +324,18 @@ def _regular_slice_spacing(positions: np.ndarray, normal: np.ndarray, tolerance:
     return float(np.mean(gaps))
 
 
-def _hu_pixels(ds: Dataset) -> np.ndarray:
+def _decode(ds: Dataset) -> np.ndarray:
     try:
-        stored = ds.pixel_array
+        return np.asarray(ds.pixel_array)
     except Exception as exc:  # pydicom raises several types for undecodable data
+        syntax = ds.file_meta.TransferSyntaxUID if "file_meta" in ds else "?"
         raise DicomInputError(
-            f"cannot decode pixel data of {ds.SOPInstanceUID} "
-            f"(transfer syntax {ds.file_meta.TransferSyntaxUID if 'file_meta' in ds else '?'}): "
-            f"{exc}"
+            f"cannot decode pixel data of {ds.SOPInstanceUID} (transfer syntax {syntax}): {exc}"
         ) from exc
-    return np.asarray(apply_modality_lut(stored, ds), dtype=np.float32)
+
+
+def _hu_pixels(ds: Dataset) -> np.ndarray:
+    return np.asarray(apply_modality_lut(_decode(ds), ds), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------
@@ -249,19 +364,22 @@ def summarize_series(datasets: Sequence[Dataset]) -> SeriesSummary:
         raise DicomInputError("cannot summarise an empty series")
     images = [ds for ds in datasets if not is_localizer(ds)]
     first = images[0] if images else datasets[0]
-    kernel = first.get("ConvolutionKernel", "")
+    kernel = header_value(first, "ConvolutionKernel", "CTReconstructionSequence") or ""
     if not isinstance(kernel, str):  # multi-valued kernels (e.g. ["FC13", "AIDR 3D"])
         kernel = "\\".join(str(value) for value in kernel)
-    thickness = first.get("SliceThickness")
+    thickness = header_value(first, "SliceThickness", "PixelMeasuresSequence")
+    has_orientation = (
+        header_value(first, "ImageOrientationPatient", "PlaneOrientationSequence") is not None
+    )
     return SeriesSummary(
         series_uid=str(first.SeriesInstanceUID),
         study_uid=str(first.StudyInstanceUID),
         modality=str(first.get("Modality", "")),
-        n_images=len(images),
+        n_images=sum(int(ds.get("NumberOfFrames") or 1) for ds in images),
         series_description=str(first.get("SeriesDescription", "")),
         convolution_kernel=kernel,
         slice_thickness_mm=None if thickness in (None, "") else float(thickness),
-        axial=is_axial(first) if "ImageOrientationPatient" in first else None,
+        axial=is_axial(first) if has_orientation else None,
         localizer=not images,
         body_part=str(first.get("BodyPartExamined", "")),
     )

@@ -171,3 +171,30 @@ def test_series_choice_fails_clearly_when_nothing_is_usable() -> None:
 )
 def test_kernel_ranks(kernel: str, rank: int) -> None:
     assert SeriesSelectionRules().kernel_rank(_summary(kernel, 1.0)) == rank
+
+
+def test_multiframe_enhanced_ct_gives_the_same_volume_as_its_single_frames() -> None:
+    import highdicom as hd
+
+    hu = _hu((5, 16, 12), seed=4)
+    series = ct_series(
+        hu, spacing=SPACING, slope=2.0, intercept=-1024.0, orientation=(0, 1, 0, -1, 0, 0)
+    )
+    single = load_ct_volume(series)
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        sort_by_position(series),
+        series_instance_uid=hd.UID(),
+        series_number=9,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )
+    multi = load_ct_volume([enhanced])
+    assert np.array_equal(sitk.GetArrayFromImage(multi.image), hu.astype(np.float32))
+    assert multi.image.GetOrigin() == pytest.approx(single.image.GetOrigin())
+    assert multi.image.GetDirection() == pytest.approx(single.image.GetDirection())
+    assert multi.image.GetSpacing() == pytest.approx(single.image.GetSpacing())
+    assert multi.sop_instance_uids == (enhanced.SOPInstanceUID,)
+    summary = summarize_series([enhanced])
+    assert summary.n_images == 5
+    assert summary.axial is True
+    assert summary.slice_thickness_mm == pytest.approx(SPACING[2])
