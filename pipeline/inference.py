@@ -357,11 +357,6 @@ class Predictor:
 # --------------------------------------------------------------------------
 # DICOM -> timepoints -> features (the part training runs for every cohort patient)
 
-BASELINE_WINDOW_DAYS = 60
-FOLLOWUP_WINDOW_DAYS = 122  # "within 4 months after T0" (4 x 30.4375 days)
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-SEGMENTATION_CLASSES = ("1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.481.3")
-
 
 @dataclass(frozen=True)
 class PlannedTimepoint:
@@ -376,90 +371,40 @@ class PlannedTimepoint:
     segmentation_file: str
 
 
-def _study_date(ds: Any) -> dt.date:
-    text = str(ds.get("StudyDate") or ds.get("SeriesDate") or "")
-    return dt.datetime.strptime(text, "%Y%m%d").date()
-
-
 def plan_timepoints(
-    files: Sequence[str], treatment_start: dt.date
+    files: Sequence[str], record: ClinicalRecord | dt.date
 ) -> tuple[list[PlannedTimepoint], list[str]]:
-    """Baseline and up to two follow-up CTs from a patient's DICOM files (METHOD.md windows).
+    """Baseline and up to two follow-up CTs from a patient's DICOM files, and why.
 
-    Interim timeline until :mod:`icibenefit.pipeline.timeline` lands: headers are
-    read without pixels; per study the CT series with the most slices is used
-    (series choice rules live in :func:`icibenefit.pipeline.images.choose_ct_series`);
-    a CT without a SEG/RTSTRUCT in the same frame of reference is dropped
-    (tumour no longer visible).  Baseline = latest CT within 60 days before
-    T0 (T0 itself counts as before); follow-ups = the first two after T0 within 4 months.
+    Headers are read without pixels and handed to
+    :func:`icibenefit.pipeline.timeline.build_timeline` (METHOD.md windows,
+    series choice, vanished tumours).  A patient without a usable baseline CT
+    gets no imaging timepoints (the clinical model alone then serves) and the
+    timeline's reasons as decisions.
     """
     import pydicom
 
-    decisions: list[str] = []
-    series: dict[str, list[tuple[str, Any]]] = {}
-    segmentations: dict[str, str] = {}
-    for path in sorted(files):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == CT_IMAGE_STORAGE:
-            series.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
-        elif sop_class in SEGMENTATION_CLASSES:
-            frame = str(ds.get("FrameOfReferenceUID", ""))
-            if not frame and "ReferencedFrameOfReferenceSequence" in ds:
-                frame = str(ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID)
-            segmentations.setdefault(f"{ds.StudyInstanceUID}/{frame}", path)
-    by_study: dict[str, list[tuple[str, Any]]] = {}
-    for members in series.values():
-        study = str(members[0][1].StudyInstanceUID)
-        if study not in by_study or len(members) > len(by_study[study]):
-            by_study[study] = members
-    candidates = []
-    for study, members in by_study.items():
-        first = members[0][1]
-        date = _study_date(first)
-        key = f"{study}/{first.get('FrameOfReferenceUID', '')}"
-        days = (date - treatment_start).days
-        if key not in segmentations:
-            decisions.append(f"CT of {date} dropped: no tumour segmentation (tumour not visible)")
-            continue
-        candidates.append(
-            (days, date, study, str(first.SeriesInstanceUID), members, segmentations[key])
-        )
-    candidates.sort(key=lambda c: c[0])
-    baseline = [c for c in candidates if -BASELINE_WINDOW_DAYS <= c[0] <= 0]
-    followups = [c for c in candidates if 0 < c[0] <= FOLLOWUP_WINDOW_DAYS]
-    for c in candidates:
-        if c[0] < -BASELINE_WINDOW_DAYS or c[0] > FOLLOWUP_WINDOW_DAYS:
-            decisions.append(
-                f"CT of {c[1]} dropped: {c[0]} days from treatment start is outside the windows"
-            )
-    if not baseline:
-        decisions.append("no baseline CT within 60 days before treatment start")
-        return [], decisions
-    chosen = [baseline[-1], *followups[:2]]
-    labels: tuple[Literal["baseline", "followup1", "followup2"], ...] = (
-        "baseline",
-        "followup1",
-        "followup2",
-    )
+    from icibenefit.errors import TimelineError
+    from icibenefit.pipeline.timeline import build_timeline, records_from_headers
+
+    headers = [(path, pydicom.dcmread(path, stop_before_pixels=True)) for path in sorted(files)]
+    try:
+        timeline = build_timeline(records_from_headers(headers), record)
+    except TimelineError as exc:
+        return [], [str(exc)]
     planned = [
         PlannedTimepoint(
-            label=label,
-            study_uid=study,
-            series_uid=series_uid,
-            study_date=date,
-            days_from_treatment_start=days,
-            ct_files=tuple(path for path, _ in members),
-            segmentation_file=seg,
+            label=entry.label,
+            study_uid=entry.study_uid,
+            series_uid=entry.series_uid,
+            study_date=entry.study_date,
+            days_from_treatment_start=entry.days_from_treatment_start,
+            ct_files=entry.instance_keys,
+            segmentation_file=str(entry.segmentation_key),
         )
-        for label, (days, date, study, series_uid, members, seg) in zip(
-            labels, chosen, strict=False
-        )
+        for entry in timeline.entries
     ]
-    decisions += [
-        f"{p.label}: CT of {p.study_date} ({p.days_from_treatment_start:+d} days)" for p in planned
-    ]
-    return planned, decisions
+    return planned, list(timeline.decisions)
 
 
 def normalizer_from(statistics: Mapping[str, Any]) -> Any:
@@ -507,12 +452,21 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
     deep: dict[str, float] | None = None
     probability: float | None = None
     if settings.network is not None:
+        import torch
+
         from icibenefit.pipeline.deep import cnn_probability, extract_deep_features
 
         patch = tumour_patch(ct.image, mask.mask, settings.normalizer).image[None]
-        values = extract_deep_features(settings.network, patch, batch_size=1)[0]
+        # One thread and one patch per call: convolution sums then run in one
+        # fixed order, so training workers and inference get identical values.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            values = extract_deep_features(settings.network, patch, batch_size=1)[0]
+            probability = float(cnn_probability(settings.network, patch, batch_size=1)[0])
+        finally:
+            torch.set_num_threads(threads)
         deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
-        probability = float(cnn_probability(settings.network, patch, batch_size=1)[0])
     timepoint = ImagingTimepoint(
         label=planned.label,
         study_uid=planned.study_uid,

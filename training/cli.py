@@ -31,8 +31,13 @@ def train(
         Path | None, typer.Option("--report", help="Report folder (default: <out>.report).")
     ] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap resamples.")] = 1000,
+    quick_cnn: Annotated[
+        bool,
+        typer.Option("--quick-cnn", help="Minimal CNN pretraining/fine-tuning (demos, tests)."),
+    ] = False,
 ) -> None:
     """Train the models of a recipe on a cohort and write a model bundle."""
+    from icibenefit.training.features import CnnBudget
     from icibenefit.training.trainer import train as run_training
 
     configure_logging(settings_from(ctx))
@@ -48,6 +53,7 @@ def train(
         report_dir=report,
         n_boot=n_boot,
         progress=True,
+        cnn_budget=CnnBudget.quick() if quick_cnn else None,
     )
     typer.echo(f"bundle: {result.bundle}")
     typer.echo(f"report: {result.report_dir / 'report.md'}")

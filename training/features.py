@@ -5,29 +5,30 @@ Order matters because some preprocessing is learned from training patients:
 1. plan every patient's CT timepoints (:func:`~icibenefit.pipeline.inference.plan_timepoints`);
 2. draw the held-out split (needs to know who has baseline and follow-up CT);
 3. fit the HU z-score statistics on the training patients' baseline CTs;
-4. extract every timepoint's features with
-   :func:`~icibenefit.pipeline.inference.timepoint_features` in a process pool
-   (2 workers), with a rich progress bar and an on-disk cache keyed by the
-   input instances and every parameter the features depend on.
-
-Interim gaps (see the training report): robust-feature selection by ICC
-waits for ``icibenefit.pipeline.robustness`` (all radiomics features are kept
-meanwhile) and DF-imm waits for a pretrained CNN checkpoint.
+4. select the robust radiomics features by ICC(3,1) under perturbation
+   (:mod:`icibenefit.pipeline.robustness`) on training baseline CTs;
+5. extract every timepoint's features with
+   :func:`~icibenefit.pipeline.inference.timepoint_features` (restricted to the
+   robust list, exactly as inference calls it) in a process pool, with a rich
+   progress bar and an on-disk cache keyed (:func:`icibenefit.pipeline.cache.cache_key`)
+   by the digests of the input files and every parameter the features depend on.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from icibenefit.domain import ImagingTimepoint
-from icibenefit.errors import IciBenefitError
+from icibenefit.errors import IciBenefitError, TrainingError
+from icibenefit.pipeline.cache import cache_key
 from icibenefit.pipeline.inference import (
     ImagingSettings,
     PatientFeatures,
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 #: Training baseline CTs pooled for the HU statistics (bounded: statistics converge fast).
 MAX_NORMALIZER_SCANS = 20
+#: Training baseline CTs whose perturbations judge feature robustness (ICC needs >= 2).
+ROBUSTNESS_SCANS = 12
+ICC_THRESHOLD = 0.85
 
 
 @dataclass
@@ -68,13 +72,32 @@ class ExtractedFeatures:
         return any(t.deep is not None for f in self.features.values() for t in f.imaging)
 
 
-def _cache_key(planned: PlannedTimepoint, settings_digest: str) -> str:
-    # The input instance set is named by its files' bytes digest, cheap for small CTs
-    # and exact: a changed instance gives a new key.
-    digest = hashlib.sha256(settings_digest.encode())
-    for path in (*planned.ct_files, planned.segmentation_file):
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()
+def _cache_key(kind: str, planned: PlannedTimepoint, parameters: Mapping[str, Any]) -> str:
+    # The input instance set is named by its files' byte digests (exact: a changed
+    # instance gives a new key, whatever its UID says).
+    digests = [
+        hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        for path in (*planned.ct_files, planned.segmentation_file)
+    ]
+    return cache_key(kind, digests, parameters)
+
+
+def _robustness_table(
+    planned: PlannedTimepoint, normalizer: Any, params: Mapping[str, Any], seed: int
+) -> dict[str, dict[str, float]] | None:
+    from icibenefit.pipeline.images import load_ct_volume
+    from icibenefit.pipeline.radiomics_features import extract_radiomics
+    from icibenefit.pipeline.robustness import PerturbationConfig, perturbed_features
+    from icibenefit.pipeline.segmentation import load_tumour_mask
+
+    try:
+        ct = load_ct_volume(planned.ct_files)
+        mask = load_tumour_mask(planned.segmentation_file, ct)
+        extract = functools.partial(extract_radiomics, normalizer=normalizer, params=params)
+        return perturbed_features(ct.image, mask.mask, extract, PerturbationConfig(seed=seed))
+    except IciBenefitError as exc:
+        logger.info("robustness scan skipped: %s", exc)
+        return None
 
 
 def _to_json(features: TimepointFeatures) -> dict[str, Any]:
@@ -95,9 +118,16 @@ def _from_json(document: dict[str, Any]) -> TimepointFeatures:
     )
 
 
-def _extract_one(
-    planned: PlannedTimepoint, settings: ImagingSettings, cache_file: Path | None
-) -> TimepointFeatures | str:
+_WORKER_SETTINGS: list[ImagingSettings] = []
+
+
+def _init_worker(settings: ImagingSettings) -> None:
+    # Sent once per worker process: the CNN's weights are megabytes, jobs are many.
+    _WORKER_SETTINGS[:] = [settings]
+
+
+def _extract_one(planned: PlannedTimepoint, cache_file: Path | None) -> TimepointFeatures | str:
+    settings = _WORKER_SETTINGS[0]
     if cache_file is not None and cache_file.is_file():
         return _from_json(json.loads(cache_file.read_text()))
     try:
@@ -121,14 +151,15 @@ def extract(
     workers: int,
     cache_dir: Path | None,
     progress: bool,
+    cnn_budget: CnnBudget | None = None,
 ) -> ExtractedFeatures:
     """Run the stages of the module docstring; ``split`` draws the test set from availability."""
     import SimpleITK as sitk
-    from rich.progress import Progress
 
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.normalization import IntensityNormalizer
     from icibenefit.pipeline.radiomics_features import load_params, params_digest
+    from icibenefit.pipeline.robustness import select_robust_features
 
     plans: dict[str, list[PlannedTimepoint]] = {}
     decisions: dict[str, list[str]] = {}
@@ -139,7 +170,7 @@ def extract(
             else []
         )
         plans[patient.patient_id], decisions[patient.patient_id] = plan_timepoints(
-            files, patient.record.treatment_start
+            files, patient.record
         )
     # Availability only (placeholders) decides the split, before anything is learned.
     availability = {
@@ -175,29 +206,58 @@ def extract(
     }
     # Rebuilt from the stored numbers, exactly as inference does from the bundle.
     normalizer = normalizer_from(preprocessing["hu"])
-    settings = ImagingSettings(normalizer, params, None, None)
-    settings_digest = json.dumps(
-        {"hu": preprocessing["hu"], "params": params_digest(params), "deep": None}, sort_keys=True
+    parameters = {"hu": preprocessing["hu"], "radiomics": params_digest(params), "seed": seed}
+
+    robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
+    tables = _parallel(
+        _robustness_table,
+        [(t, normalizer, params, seed) for t in robust_scans[:ROBUSTNESS_SCANS]],
+        workers,
+        progress,
+        "robustness (ICC under perturbation)",
+    )
+    usable = [table for table in tables if table is not None]
+    if len(usable) < 2:
+        raise TrainingError("fewer than two training CTs usable for the robustness selection")
+    robustness = select_robust_features(usable, ICC_THRESHOLD)
+    if not robustness.selected:
+        raise TrainingError(f"no radiomics feature reaches ICC {ICC_THRESHOLD}")
+    logger.info(
+        "robust radiomics: %d of %d features with ICC(3,1) >= %.2f on %d scans",
+        len(robustness.selected),
+        len(robustness.icc),
+        ICC_THRESHOLD,
+        len(usable),
     )
     jobs = [(pid, t) for pid, plan in sorted(plans.items()) for t in plan]
-    results: dict[tuple[str, str], TimepointFeatures | str] = {}
-    with (
-        ProcessPoolExecutor(max_workers=workers) as pool,
-        Progress(disable=not progress, transient=True) as bar,
-    ):
-        task = bar.add_task("extracting imaging features", total=len(jobs))
-        futures = {
-            pool.submit(
-                _extract_one,
+    network, cnn_state, cnn_manifest = None, None, None
+    if want_deep:
+        network, cnn_state, cnn_manifest = _fine_tuned_network(
+            cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
+        )
+    settings = ImagingSettings(normalizer, params, robustness.selected, network)
+    parameters |= {
+        "features": list(robustness.selected),
+        "deep": None if cnn_state is None else _weights_digest(cnn_state),
+    }
+    outcomes = _parallel(
+        _extract_one,
+        [
+            (
                 t,
-                settings,
-                None if cache_dir is None else cache_dir / f"{_cache_key(t, settings_digest)}.json",
-            ): (pid, t.label)
-            for pid, t in jobs
-        }
-        for future, key in futures.items():
-            results[key] = future.result()
-            bar.advance(task)
+                None
+                if cache_dir is None
+                else cache_dir / f"{_cache_key('timepoint', t, parameters)}.json",
+            )
+            for _, t in jobs
+        ],
+        workers,
+        progress,
+        "extracting imaging features",
+        _init_worker,
+        (settings,),
+    )
+    results = {(pid, t.label): outcome for (pid, t), outcome in zip(jobs, outcomes, strict=True)}
     features = {}
     for patient in cohort.patients:
         pid = patient.patient_id
@@ -207,12 +267,169 @@ def extract(
             outcome = results[(pid, t.label)]
             if isinstance(outcome, str):
                 notes.append(outcome)
-            elif t.label == "baseline" or (kept and kept[0].timepoint.label == "baseline"):
+            elif t.label == "baseline" or kept:
                 kept.append(outcome)
         features[pid] = PatientFeatures(patient.record, tuple(kept), tuple(notes))
-    names = sorted({n for f in features.values() for t in f.imaging for n in t.radiomics})
-    logger.info("radiomics: %d features per timepoint (robustness selection pending)", len(names))
-    return ExtractedFeatures(features, test_ids, preprocessing, names, params)
+    preprocessing["robustness"] = {
+        "threshold": ICC_THRESHOLD,
+        "n_scans": len(usable),
+        "n_candidates": len(robustness.icc),
+    }
+    return ExtractedFeatures(
+        features,
+        test_ids,
+        preprocessing,
+        list(robustness.selected),
+        params,
+        cnn_state,
+        cnn_manifest,
+    )
+
+
+def _parallel(
+    function: Callable[..., Any],
+    arguments: Sequence[tuple[Any, ...]],
+    workers: int,
+    progress: bool,
+    description: str,
+    initializer: Callable[..., None] | None = None,
+    initargs: tuple[Any, ...] = (),
+) -> list[Any]:
+    """``function(*args)`` for every argument tuple in a process pool, in order, with a bar.
+
+    Workers are spawned, not forked: the parent may have run torch (fine-tuning)
+    and forking a process with live OpenMP threads can deadlock.
+    """
+    import multiprocessing
+
+    from rich.progress import Progress
+
+    context = multiprocessing.get_context("spawn")
+    with (
+        ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs
+        ) as pool,
+        Progress(disable=not progress, transient=True) as bar,
+    ):
+        task = bar.add_task(description, total=len(arguments))
+        futures = [pool.submit(function, *args) for args in arguments]
+        results = []
+        for future in futures:
+            results.append(future.result())
+            bar.advance(task)
+    return results
+
+
+@dataclass(frozen=True)
+class CnnBudget:
+    """How much CNN training to spend: the CNN engineer's defaults, or a quick run for tests."""
+
+    pretrain_epochs: int = 3
+    pretrain_max_nodules: int | None = None
+    fine_tune_max_epochs: int = 30
+
+    @classmethod
+    def quick(cls) -> CnnBudget:
+        """Seconds instead of minutes: a demonstration or CI run, not a useful network."""
+        return cls(pretrain_epochs=1, pretrain_max_nodules=120, fine_tune_max_epochs=3)
+
+
+def _weights_digest(state: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _patch_one(planned: PlannedTimepoint, normalizer: Any) -> Any:
+    from icibenefit.pipeline.images import load_ct_volume
+    from icibenefit.pipeline.patches import tumour_patch
+    from icibenefit.pipeline.segmentation import load_tumour_mask
+
+    try:
+        ct = load_ct_volume(planned.ct_files)
+        mask = load_tumour_mask(planned.segmentation_file, ct)
+        return tumour_patch(ct.image, mask.mask, normalizer).image
+    except IciBenefitError:
+        return None
+
+
+def _pretrained(cache_dir: Path | None, seed: int, budget: CnnBudget) -> Any:
+    """Pretrained weights and report, cached on disk (pretraining does not see the cohort)."""
+    from icibenefit.training.cnn import PretrainConfig, pretrain
+    from icibenefit.training.cnn.pretrain import PretrainReport, PretrainResult
+    from icibenefit.training.cnn.weights import load_weights, save_weights
+
+    config = PretrainConfig(
+        epochs=budget.pretrain_epochs, max_nodules=budget.pretrain_max_nodules, progress=False
+    )
+    key = cache_key("pretrain", [], {"config": repr(config), "seed": seed})
+    weights = None if cache_dir is None else cache_dir / "pretrained" / f"{key}.safetensors"
+    if weights is not None and weights.is_file():
+        report = PretrainReport.from_dict(json.loads(weights.with_suffix(".json").read_text()))
+        return PretrainResult(state_dict=load_weights(weights), report=report)
+    result = pretrain(config, seed)
+    if weights is not None:
+        save_weights(result.state_dict, weights)
+        weights.with_suffix(".json").write_text(json.dumps(result.report.as_dict()))
+    return result
+
+
+def _fine_tuned_network(
+    cohort: Cohort,
+    jobs: Sequence[tuple[str, PlannedTimepoint]],
+    test_ids: set[str],
+    normalizer: Any,
+    seed: int,
+    workers: int,
+    progress: bool,
+    cache_dir: Path | None,
+    budget: CnnBudget | None,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Pretrain (cached), rebase to the cohort normaliser and fine-tune on training PFS6.
+
+    Every tumour of every training CT is a sample (seed 1); patients excluded
+    from PFS6 (censored before 6 months) are left out.
+    """
+    import numpy as np
+
+    from icibenefit.pipeline.deep import load_network
+    from icibenefit.training.cnn import FineTuneConfig, fine_tune, rebase_input_normalisation
+    from icibenefit.training.cnn.weights import cnn_manifest_entry
+    from icibenefit.training.dataset import endpoint_label
+
+    budget = budget or CnnBudget()
+    labels = {p.patient_id: endpoint_label(p.outcomes, "pfs6") for p in cohort.patients}
+    training = [(pid, t) for pid, t in jobs if pid not in test_ids and labels[pid] is not None]
+    patches = _parallel(
+        _patch_one, [(t, normalizer) for _, t in training], workers, progress, "CNN patches"
+    )
+    kept = [
+        (pid, patch) for (pid, _), patch in zip(training, patches, strict=True) if patch is not None
+    ]
+    if len({labels[pid] for pid, _ in kept}) < 2:
+        raise TrainingError("fine-tuning the CNN needs training tumours of both PFS6 classes")
+    pretrained = _pretrained(cache_dir, seed, budget)
+    report = pretrained.report
+    start = rebase_input_normalisation(
+        pretrained.state_dict, (report.hu_mean, report.hu_std), (normalizer.mean_, normalizer.std_)
+    )
+    patient_index = {pid: i for i, pid in enumerate(sorted({pid for pid, _ in kept}))}
+    weights, history = fine_tune(
+        start,
+        np.stack([patch for _, patch in kept]),
+        np.array([labels[pid] for pid, _ in kept]),
+        np.array([patient_index[pid] for pid, _ in kept]),
+        seed,
+        FineTuneConfig(max_epochs=budget.fine_tune_max_epochs, progress=progress),
+    )
+    logger.info(
+        "CNN: pretraining held-out malignancy AUC %.3f; fine-tuned on %d tumours",
+        report.held_out_auc,
+        len(kept),
+    )
+    return load_network(weights), weights, cnn_manifest_entry(report.as_dict(), history.as_dict())
 
 
 def _placeholder(planned: PlannedTimepoint) -> ImagingTimepoint:

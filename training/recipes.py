@@ -59,7 +59,7 @@ class CVSpec(_Strict):
 class SearchSpace(_Strict):
     """Ranges optuna searches (inclusive integer ranges, categorical max_features)."""
 
-    n_estimators: tuple[int, int] = (50, 400)
+    n_estimators: tuple[int, int] = (50, 300)
     max_depth: tuple[int, int] = (2, 12)
     max_features: tuple[str | float, ...] = ("sqrt", "log2", 0.2, 0.5)
     k_features: tuple[int, int] = (3, 60)

@@ -8,10 +8,10 @@ patients both models can score.
 
 Layout of the report folder::
 
-    report.md                      Tables 2-6 per endpoint + comparisons + SHAP
+    report.md                      Tables 2-6 per endpoint (each model on its own
+                                   test patients) + comparisons + SHAP
     metrics.json                   endpoint -> model -> metrics (issue 7 schema)
     <endpoint>/predictions.csv     test predictions (``icibenefit evaluate`` layout)
-    <endpoint>/models/<model>/     write_report output of each model on its own patients
     <endpoint>/<kind>/             every model of one kind on their common patients (ROC/KM plots)
     <endpoint>/comparisons/        the recipe's DeLong comparisons
     shap_<endpoint>_<kind>.png     SHAP summary of the clinical model
@@ -197,7 +197,6 @@ def write_report(
             if result is None:
                 logger.warning("%s %s: too few test patients to evaluate", endpoint, model)
                 continue
-            _write_evaluation(result, folder / "models" / model)
             singles.append(result)
         for kind in recipe.kinds:
             group = [m for m in per_model if m.split("-")[-1] == kind or f"-{kind}-" in m]

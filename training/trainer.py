@@ -41,6 +41,8 @@ from icibenefit.pipeline.inference import (
     source_vector,
 )
 from icibenefit.training.dataset import Cohort, endpoint_label, holdout_split, load_cohort
+from icibenefit.training.features import CnnBudget
+from icibenefit.training.features import extract as extract_features
 from icibenefit.training.models import TunedModel, positive_probability, tune_model
 from icibenefit.training.recipes import Recipe, ensemble_name, load_recipe, model_name
 
@@ -348,6 +350,7 @@ def train_bundle(
     version: str | None = None,
     n_boot: int = 1000,
     progress: bool = False,
+    cnn_budget: CnnBudget | None = None,
 ) -> Path:
     """Train a recipe on a cohort and write the bundle; returns the bundle directory.
 
@@ -367,6 +370,7 @@ def train_bundle(
         version=version,
         n_boot=n_boot,
         progress=progress,
+        cnn_budget=cnn_budget,
     ).bundle
 
 
@@ -384,6 +388,7 @@ def train(
     version: str | None = None,
     n_boot: int = 1000,
     progress: bool = False,
+    cnn_budget: CnnBudget | None = None,
 ) -> TrainingOutput:
     """Run every stage of the module docstring.
 
@@ -411,9 +416,11 @@ def train(
         Bundle version (default: UTC timestamp).
     n_boot
         Bootstrap resamples of the evaluation's confidence intervals.
+    cnn_budget
+        CNN pretraining/fine-tuning effort (default: the CNN engineer's defaults;
+        :meth:`CnnBudget.quick` for demonstrations and tests).
     """
     from icibenefit.training import bundling, report
-    from icibenefit.training import features as cohort_features
 
     spec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     if endpoints:
@@ -424,7 +431,7 @@ def train(
         raise TrainingError(f"bundle directory already exists: {out}")
     report_out = report_dir or out.with_name(out.name + ".report")
     cohort = load_cohort(cohort_dir)
-    extracted = cohort_features.extract(
+    extracted = extract_features(
         cohort,
         split=lambda features: split_patients(cohort, features, spec, seed),
         want_deep="dfimm" in spec.sources or spec.cnn_baseline,
@@ -432,6 +439,7 @@ def train(
         workers=workers,
         cache_dir=cache_dir or Path(cohort_dir) / ".icibenefit-cache",
         progress=progress,
+        cnn_budget=cnn_budget,
     )
     sources = tuple(
         s

@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+
+from icibenefit.domain import Analyte, ClinicalRecord, LabPanel, LabTimepoint, LabValue
 from icibenefit.pipeline.clinical_features import (
     KMeansImputer,
     clinical_vector,
@@ -13,8 +15,6 @@ from icibenefit.pipeline.clinical_features import (
     lab_observation_ids,
     relative_change,
 )
-
-from icibenefit.domain import Analyte, ClinicalRecord, LabPanel, LabTimepoint, LabValue
 
 T0 = dt.date(2024, 3, 1)
 
