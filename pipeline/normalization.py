@@ -47,10 +47,12 @@ class IntensityNormalizer(TransformerMixin, BaseEstimator):
         """Learn mean and standard deviation of the clipped HU values.
 
         ``X`` is one array of HU values of any shape, or an iterable of them
-        (e.g. one per training CT); the statistics are pooled over all voxels
-        in float64 running sums so whole CTs need not be concatenated.
+        (e.g. a generator yielding one training CT at a time); the statistics
+        are pooled over all voxels in float64 running sums, so CTs are never
+        concatenated or held together.
         """
-        arrays = [X] if isinstance(X, np.ndarray) else list(X)  # type: ignore[arg-type]
+        # Iterated lazily: a generator of whole CTs is never held in memory at once.
+        arrays: Iterable[ArrayLike] = [X] if isinstance(X, np.ndarray) else X  # type: ignore[assignment]
         count, total, squares = 0, 0.0, 0.0
         for array in arrays:
             values = np.clip(np.asarray(array, dtype=np.float64), self.clip_min, self.clip_max)

@@ -198,3 +198,18 @@ def test_cropping_first_gives_what_pyradiomics_gives_on_the_whole_image(normaliz
     reference = featureextractor.RadiomicsFeatureExtractor(params).execute(scaled, mask_image)
     for name in wanted:
         assert ours[name] == pytest.approx(float(reference[name]), rel=1e-6), name
+
+
+def test_normalizer_streams_a_generator_of_volumes() -> None:
+    rng = np.random.default_rng(1)
+    volumes = [rng.normal(-300, 400, size=(3, 5, 5)) for _ in range(4)]
+    consumed = []
+
+    def one_at_a_time():
+        for volume in volumes:
+            consumed.append(1)
+            yield volume
+
+    streamed = IntensityNormalizer().fit(one_at_a_time())
+    assert len(consumed) == 4
+    assert streamed.mean_ == pytest.approx(IntensityNormalizer().fit(volumes).mean_)
