@@ -1,0 +1,645 @@
+"""The status page: one server-rendered HTML page for the people who run icibenefit.
+
+``GET /`` (and ``/status``) shows recent studies, jobs with their state, attempts
+and a retry button, the outbox (depth, dead letters), recent predictions and
+the health of the PACS and FHIR connections.  ``POST /jobs/<id>/retry``
+re-queues a failed or dead job and redirects back (POST/redirect/GET).
+
+The page is built in three layers so the HTML is testable without a server:
+:func:`collect` reads the index (and the reports archive) into a
+:class:`StatusData`; :func:`render` is a pure function of that data; the
+:class:`StatusPage` handler does the HTTP.  No template engine: the page is
+small, and every dynamic value goes through :func:`html.escape` (``esc``);
+jinja2 would add a dependency for autoescaping we get from one helper.
+
+Privacy: no patient name ever reaches this module; patients appear as the
+keyed hash the index stores, Study Instance UIDs are shortened to their last
+digits (enough to tell studies apart on screen and in a screenshot pasted into
+a ticket) next to the audit log's study reference.
+
+Misuse: the retry form is a state change, so it needs (1) POST, (2) the
+per-process random token embedded in the page (a cross-site page cannot read
+it), (3) an ``Origin``/``Referer``/``Sec-Fetch-Site`` that, when the browser
+sends one, names this very origin, and, when the API is bound to loopback (the
+default), (4) a ``Host`` header that is a loopback name, which defeats DNS
+rebinding.  Responses forbid framing and scripts (Content-Security-Policy).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import html
+import json
+import logging
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from icibenefit import audit
+from icibenefit.listener import queries
+from icibenefit.listener.jobs import JOB_STATES, JobQueue
+from icibenefit.privacy import pseudonymize
+from icibenefit.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PAGE_PATHS = frozenset({"/", "/status"})
+RETRY_PATH = re.compile(r"/jobs/(\d{1,18})/retry")
+RECENT = 25
+HEALTH_CACHE_SECONDS = 30.0
+HEALTH_TIMEOUT_SECONDS = 3.0
+MAX_FORM_BYTES = 4096
+FHIR_ARCHIVE = Path("reports") / "fhir"
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def esc(value: object) -> str:
+    """HTML-escape anything (quotes included, so it is safe in attributes too)."""
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def mask_uid(uid: str | None, keep: int = 10) -> str:
+    """The last ``keep`` characters of a UID after an ellipsis."""
+    if not uid:
+        return ""
+    return uid if len(uid) <= keep else "\u2026" + uid[-keep:]
+
+
+def when(epoch: float | None) -> str:
+    """Epoch seconds as ``YYYY-MM-DD HH:MM:SSZ`` (UTC), empty for ``None``."""
+    if epoch is None:
+        return ""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class PeerHealth:
+    """What the page knows about one outgoing connection (PACS or FHIR)."""
+
+    name: str
+    target: str
+    configured: bool
+    reachable: bool | None = None
+    detail: str = ""
+    checked_at: float | None = None
+    last_delivered_at: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One archived report: which study, which model, what it said (no identifiers)."""
+
+    created: str
+    study_uid: str
+    patient_hash: str
+    model: str
+    endpoints: tuple[tuple[str, float, str], ...]
+
+
+@dataclass(frozen=True)
+class StatusData:
+    """Everything :func:`render` shows."""
+
+    generated_at: float
+    healthy: bool
+    studies: Sequence[Mapping[str, Any]]
+    jobs: Sequence[Mapping[str, Any]]
+    job_counts: Mapping[str, int]
+    outbox_counts: Mapping[str, int]
+    dead_letters: Sequence[Mapping[str, Any]]
+    predictions: Sequence[PredictionRow]
+    peers: Sequence[PeerHealth]
+    study_refs: Mapping[str, str] = field(default_factory=dict)
+
+
+class PeerChecker:
+    """Cheap, cached reachability checks: C-ECHO to the PACS, ``GET metadata`` on FHIR.
+
+    A check runs at most every :data:`HEALTH_CACHE_SECONDS` with a
+    :data:`HEALTH_TIMEOUT_SECONDS` timeout, under a lock, so a page that is
+    reloaded often never floods the PACS or blocks on it for long.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, bool, str]] = {}
+
+    def pacs(self) -> tuple[bool, str, float] | None:
+        """``(reachable, detail, checked_at)`` of the PACS, ``None`` when none is configured."""
+        if not self.settings.pacs_configured:
+            return None
+        return self._cached("pacs", self._echo_pacs)
+
+    def fhir(self) -> tuple[bool, str, float] | None:
+        """``(reachable, detail, checked_at)`` of the FHIR server, ``None`` when not configured."""
+        if not self.settings.fhir_base_url:
+            return None
+        return self._cached("fhir", self._fhir_metadata)
+
+    def _cached(self, name: str, check: Callable[[], tuple[bool, str]]) -> tuple[bool, str, float]:
+        with self._lock:
+            now = self._clock()
+            hit = self._cache.get(name)
+            if hit is None or now - hit[0] >= HEALTH_CACHE_SECONDS:
+                try:
+                    ok, detail = check()
+                except Exception as exc:  # any failure is "unreachable", with its reason
+                    ok, detail = False, f"{type(exc).__name__}: {exc}"
+                hit = (now, ok, detail)
+                self._cache[name] = hit
+            return hit[1], hit[2], hit[0]
+
+    def _echo_pacs(self) -> tuple[bool, str]:
+        from pynetdicom import AE
+        from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+        settings = self.settings
+        ae = AE(ae_title=settings.scp_ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = HEALTH_TIMEOUT_SECONDS
+        ae.connection_timeout = HEALTH_TIMEOUT_SECONDS
+        ae.add_requested_context(Verification)
+        assoc = ae.associate(
+            str(settings.pacs_host),
+            int(settings.pacs_port or 0),
+            ae_title=str(settings.pacs_ae_title),
+        )
+        if not assoc.is_established:
+            return False, "association refused or no answer"
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+        code = int(getattr(status, "Status", -1)) if status else -1
+        return code == 0, "C-ECHO ok" if code == 0 else f"C-ECHO status {code}"
+
+    def _fhir_metadata(self) -> tuple[bool, str]:
+        import httpx
+
+        url = str(self.settings.fhir_base_url).rstrip("/") + "/metadata"
+        response = httpx.get(
+            url, timeout=HEALTH_TIMEOUT_SECONDS, headers={"Accept": "application/fhir+json"}
+        )
+        ok = response.status_code == 200
+        return ok, f"GET metadata: HTTP {response.status_code}"
+
+
+def collect(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    checker: PeerChecker | None = None,
+    *,
+    healthy: bool = True,
+    now: float | None = None,
+) -> StatusData:
+    """Read what the page shows from the index and the reports archive."""
+    key = settings.pseudonym_key.get_secret_value()
+    studies = queries.list_studies(conn, RECENT)
+    jobs = queries.list_jobs(conn, limit=RECENT)
+    job_counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    outbox_counts = dict(
+        conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
+    )
+    dead = [
+        dict(row)
+        for row in conn.execute(
+            "SELECT id, kind, study_uid, attempts, created_at, last_error FROM outbox"
+            " WHERE state = 'dead' ORDER BY id DESC LIMIT ?",
+            (RECENT,),
+        )
+    ]
+    predictions = recent_predictions(conn, settings.data_dir, key)
+    uids = {s["study_uid"] for s in studies} | {j["study_uid"] for j in jobs}
+    uids |= {d["study_uid"] for d in dead if d["study_uid"]} | {p.study_uid for p in predictions}
+    return StatusData(
+        generated_at=time.time() if now is None else now,
+        healthy=healthy,
+        studies=studies,
+        jobs=jobs,
+        job_counts={state: int(job_counts.get(state, 0)) for state in JOB_STATES},
+        outbox_counts={
+            state: int(outbox_counts.get(state, 0))
+            for state in ("queued", "sending", "done", "dead")
+        },
+        dead_letters=dead,
+        predictions=predictions,
+        peers=peer_health(conn, settings, checker),
+        study_refs={uid: audit.study_reference(uid, key) for uid in uids},
+    )
+
+
+def peer_health(
+    conn: sqlite3.Connection, settings: Settings, checker: PeerChecker | None
+) -> list[PeerHealth]:
+    """Per destination: the last delivery and error from the outbox, plus a live check."""
+    peers = []
+    for kind, name in (("dicom", "PACS"), ("fhir", "FHIR")):
+        delivered = conn.execute(
+            "SELECT max(delivered_at) FROM outbox WHERE kind = ? AND state = 'done'", (kind,)
+        ).fetchone()[0]
+        error_row = conn.execute(
+            "SELECT last_error FROM outbox WHERE kind = ? AND last_error IS NOT NULL"
+            " ORDER BY id DESC LIMIT 1",
+            (kind,),
+        ).fetchone()
+        if kind == "dicom":
+            configured = settings.pacs_configured
+            target = (
+                f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
+                if configured
+                else f"not configured: SRs go to {settings.data_dir / 'outbox' / 'dicom'}"
+            )
+            check = checker.pacs() if checker else None
+        else:
+            configured = bool(settings.fhir_base_url)
+            target = (
+                str(settings.fhir_base_url)
+                if configured
+                else f"not configured: reports go to {settings.data_dir / 'outbox' / 'fhir'}"
+            )
+            check = checker.fhir() if checker else None
+        reachable, detail, checked_at = check if check else (None, "", None)
+        peers.append(
+            PeerHealth(
+                name=name,
+                target=target,
+                configured=configured,
+                reachable=reachable,
+                detail=detail,
+                checked_at=checked_at,
+                last_delivered_at=delivered,
+                last_error=error_row[0] if error_row else None,
+            )
+        )
+    return peers
+
+
+def recent_predictions(
+    conn: sqlite3.Connection, data_dir: Path, key: str, limit: int = 10
+) -> list[PredictionRow]:
+    """The newest RiskAssessments in ``<data_dir>/reports/fhir`` (reporting's archive).
+
+    The archive holds one FHIR transaction per report, in a folder named by
+    the study; the patient hash comes from the index (or, for a study the
+    index no longer has, from the RiskAssessment's subject), never a name.
+    """
+    archive = data_dir / FHIR_ARCHIVE
+    if not archive.is_dir():
+        return []
+    files = sorted(archive.glob("*/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    rows = []
+    for path in files[:limit]:
+        try:
+            bundle = json.loads(path.read_text())
+            risk = next(
+                e["resource"]
+                for e in bundle.get("entry", [])
+                if e.get("resource", {}).get("resourceType") == "RiskAssessment"
+            )
+        except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+            continue
+        study_uid = path.parent.name
+        found = conn.execute(
+            "SELECT patient_id_hash FROM studies WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        subject = risk.get("subject", {})
+        subject_key = subject.get("reference") or subject.get("identifier", {}).get("value", "")
+        patient_hash = found[0] if found else pseudonymize(str(subject_key), key)
+        method = (risk.get("method", {}).get("coding") or [{}])[0]
+        endpoints = tuple(
+            (
+                str((item.get("outcome", {}).get("coding") or [{}])[0].get("code", "?")),
+                float(item.get("probabilityDecimal", float("nan"))),
+                "high" if _likelihood(item) == "low" else "low",
+            )
+            for item in risk.get("prediction", [])
+        )
+        rows.append(
+            PredictionRow(
+                created=str(risk.get("occurrenceDateTime", "")),
+                study_uid=study_uid,
+                patient_hash=patient_hash,
+                model=f"{method.get('code', '?')} {method.get('version', '')}".strip(),
+                endpoints=endpoints,
+            )
+        )
+    return rows
+
+
+def _likelihood(item: Mapping[str, Any]) -> str:
+    codings = item.get("qualitativeRisk", {}).get("coding") or [{}]
+    return str(codings[0].get("code", ""))
+
+
+# --------------------------------------------------------------------------- rendering
+
+_STYLE = """
+body{font:14px system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #ccc;padding:.25em .6em;
+text-align:left;vertical-align:top}th{background:#f2f2f2}
+.ok{color:#060}.bad{color:#a00;font-weight:bold}.muted{color:#777}
+.state-dead,.state-failed{color:#a00}.state-done{color:#060}
+.flash{background:#eef6ee;border:1px solid #8b8;padding:.4em .8em;display:inline-block}
+.err{max-width:40em;white-space:pre-wrap;font-size:.9em}code{font-size:.95em}
+"""
+
+
+def render(data: StatusData, *, csrf_token: str, flash: str | None = None) -> str:
+    """The whole page as HTML (pure: same data, same page)."""
+
+    def ref(uid: str | None) -> str:
+        if not uid:
+            return ""
+        return (
+            f'<code title="audit reference">{esc(data.study_refs.get(uid, ""))}</code>'
+            f" <span class=muted>{esc(mask_uid(uid))}</span>"
+        )
+
+    parts = [
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
+        "<title>icibenefit status</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>icibenefit status</h1>",
+        f'<p id=service-state class="{"ok" if data.healthy else "bad"}">Service '
+        f"{'running' if data.healthy else 'stopping'}; page generated "
+        f"{esc(when(data.generated_at))}.</p>",
+    ]
+    if flash:
+        parts.append(f"<p class=flash id=flash role=status>{esc(flash)}</p>")
+    parts += _connections(data.peers)
+    counts = ", ".join(f"{esc(state)} {n}" for state, n in data.job_counts.items())
+    parts.append(f"<h2>Jobs</h2><p id=job-counts>{counts}</p>")
+    parts.append(
+        "<table id=jobs><tr><th>job</th><th>study</th><th>version</th><th>state</th>"
+        "<th>attempts</th><th>created</th><th>next attempt</th><th>last error</th><th></th></tr>"
+    )
+    for job in data.jobs:
+        state = str(job["state"])
+        button = ""
+        if state in ("failed", "dead"):
+            button = (
+                f'<form method=post action="/jobs/{int(job["id"])}/retry">'
+                f'<input type=hidden name=csrf_token value="{esc(csrf_token)}">'
+                f'<button type=submit name=retry id="retry-{int(job["id"])}">Retry</button></form>'
+            )
+        next_attempt = when(job["next_attempt_at"]) if state in ("queued", "failed") else ""
+        parts.append(
+            f'<tr data-job-id="{int(job["id"])}" data-state="{esc(state)}">'
+            f"<td>{int(job['id'])}</td><td>{ref(job['study_uid'])}</td>"
+            f"<td>{esc(job['version'])}</td><td class=state-{esc(state)}>{esc(state)}</td>"
+            f"<td>{esc(job['attempts'])}</td><td>{esc(when(job['created_at']))}</td>"
+            f"<td>{esc(next_attempt)}</td>"
+            f"<td class=err>{esc((job['last_error'] or '')[:300])}</td><td>{button}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(
+        "<h2>Recent studies</h2><table id=studies><tr><th>study</th><th>patient</th>"
+        "<th>study date</th><th>instances</th><th>state</th><th>version</th>"
+        "<th>last received</th></tr>"
+    )
+    for study in data.studies:
+        parts.append(
+            f'<tr data-study-ref="{esc(data.study_refs.get(study["study_uid"], ""))}">'
+            f"<td>{ref(study['study_uid'])}</td><td><code>{esc(study['patient_id_hash'])}</code></td>"
+            f"<td>{esc(study['study_date'])}</td><td>{esc(study['instances'])}</td>"
+            f"<td class=state-{esc(study['state'])}>{esc(study['state'])}</td>"
+            f"<td>{esc(study['version'])}</td><td>{esc(when(study['last_received_at']))}</td></tr>"
+        )
+    parts.append("</table>")
+    parts += _outbox(data, ref)
+    parts += _predictions(data.predictions, ref)
+    parts.append(
+        "<p class=muted>Patients appear as keyed hashes; studies as their audit reference and "
+        "the last digits of the Study Instance UID. JSON: <a href=/studies>/studies</a>, "
+        "<a href=/jobs>/jobs</a>, <a href=/metrics>/metrics</a>.</p></body></html>"
+    )
+    return "\n".join(parts)
+
+
+def _connections(peers: Sequence[PeerHealth]) -> list[str]:
+    rows = [
+        "<h2>Connections</h2><table id=connections><tr><th>peer</th><th>target</th>"
+        "<th>check</th><th>last delivery</th><th>last error</th></tr>"
+    ]
+    for peer in peers:
+        if peer.reachable is None:
+            check = "<span class=muted>not checked</span>"
+        else:
+            css = "ok" if peer.reachable else "bad"
+            label = "reachable" if peer.reachable else "UNREACHABLE"
+            check = (
+                f"<span class={css}>{label}</span> <span class=muted>{esc(peer.detail)} "
+                f"at {esc(when(peer.checked_at))}</span>"
+            )
+        rows.append(
+            f'<tr data-peer="{esc(peer.name)}"><td>{esc(peer.name)}</td><td>{esc(peer.target)}</td>'
+            f"<td>{check}</td><td>{esc(when(peer.last_delivered_at)) or 'never'}</td>"
+            f"<td class=err>{esc((peer.last_error or '')[:300])}</td></tr>"
+        )
+    rows.append("</table>")
+    return rows
+
+
+def _outbox(data: StatusData, ref: Callable[[str | None], str]) -> list[str]:
+    counts = data.outbox_counts
+    depth = counts.get("queued", 0) + counts.get("sending", 0)
+    rows = [
+        f"<h2>Outbox</h2><p id=outbox-depth>depth {depth} (queued {counts.get('queued', 0)}, "
+        f"sending {counts.get('sending', 0)}); delivered {counts.get('done', 0)}; "
+        f"dead letters {counts.get('dead', 0)}</p>"
+    ]
+    if data.dead_letters:
+        rows.append(
+            "<table id=dead-letters><tr><th>item</th><th>kind</th><th>study</th>"
+            "<th>attempts</th><th>created</th><th>last error</th></tr>"
+        )
+        for item in data.dead_letters:
+            rows.append(
+                f"<tr><td>{int(item['id'])}</td><td>{esc(item['kind'])}</td>"
+                f"<td>{ref(item['study_uid'])}</td><td>{esc(item['attempts'])}</td>"
+                f"<td>{esc(when(item['created_at']))}</td>"
+                f"<td class=err>{esc((item['last_error'] or '')[:300])}</td></tr>"
+            )
+        rows.append("</table>")
+    return rows
+
+
+def _predictions(
+    predictions: Sequence[PredictionRow], ref: Callable[[str | None], str]
+) -> list[str]:
+    rows = [
+        "<h2>Recent predictions</h2><table id=predictions><tr><th>when</th><th>study</th>"
+        "<th>patient</th><th>model</th><th>probability of benefit (risk of no benefit)</th></tr>"
+    ]
+    for row in predictions:
+        endpoints = "; ".join(
+            f"{esc(name)} {probability:.2f} ({esc(risk)})"
+            for name, probability, risk in row.endpoints
+        )
+        rows.append(
+            f"<tr><td>{esc(row.created)}</td><td>{ref(row.study_uid)}</td>"
+            f"<td><code>{esc(row.patient_hash)}</code></td><td>{esc(row.model)}</td>"
+            f"<td>{endpoints}</td></tr>"
+        )
+    if not predictions:
+        rows.append("<tr><td colspan=5 class=muted>none yet</td></tr>")
+    rows.append("</table>")
+    return rows
+
+
+# --------------------------------------------------------------------------- HTTP
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback_host(host_header: str) -> bool:
+    """Whether a ``Host`` header names this machine's loopback (DNS-rebinding guard)."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]")[0]
+    elif host.count(":") == 1:
+        host = host.split(":")[0]
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class StatusPage:
+    """HTTP side of the page, called by :class:`~icibenefit.listener.status_api.StatusServer`.
+
+    Parameters
+    ----------
+    settings
+        The service settings.
+    healthy
+        Whether the service is running (not stopping).
+    checker
+        The cached PACS/FHIR checks (a default one is made from the settings).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        healthy: Callable[[], bool],
+        checker: PeerChecker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.healthy = healthy
+        self.checker = checker or PeerChecker(settings)
+        self.csrf_token = secrets.token_urlsafe(32)
+        self.loopback_only = _is_loopback_bind(settings.status_bind)
+
+    def handles(self, method: str, path: str) -> bool:
+        """Whether ``method path`` is one of the page's routes."""
+        if method == "GET":
+            return path in PAGE_PATHS
+        return method == "POST" and RETRY_PATH.fullmatch(path) is not None
+
+    def get(self, request: BaseHTTPRequestHandler, conn: sqlite3.Connection) -> None:
+        """Serve the page."""
+        if not self._host_allowed(request):
+            self._send(request, 421, "Misdirected request: unexpected Host header.")
+            return
+        query = parse_qs(urlsplit(request.path).query)
+        flash = None
+        if "retried" in query:
+            job = query["retried"][0]
+            flash = (
+                f"Job {job} re-queued."
+                if query.get("ok") == ["1"]
+                else f"Job {job} was not re-queued (not failed or dead)."
+            )
+        data = collect(conn, self.settings, self.checker, healthy=self.healthy())
+        self._send(request, 200, render(data, csrf_token=self.csrf_token, flash=flash), "text/html")
+
+    def post(self, request: BaseHTTPRequestHandler, conn: sqlite3.Connection) -> None:
+        """Re-queue the job named by the path, after the misuse checks of the module doc."""
+        match = RETRY_PATH.fullmatch(urlsplit(request.path).path)
+        problem = self._refuse(request)
+        if match is None or problem:
+            self._send(request, 403 if match else 404, problem or "Not found.")
+            return
+        job_id = int(match.group(1))
+        retried = JobQueue(conn, self.settings).retry([job_id]) == 1
+        client = request.client_address[0] if request.client_address else "?"
+        audit.record(
+            "job_retried",
+            component="listener.status_page",
+            actor=f"status page from {client}",
+            outcome="requeued" if retried else "not_retryable",
+            details={"job": job_id},
+        )
+        log.info("status page: job %d retry requested from %s (%s)", job_id, client, retried)
+        request.send_response(303)
+        request.send_header("Location", f"/?retried={job_id}&ok={int(retried)}")
+        request.send_header("Content-Length", "0")
+        for name, value in SECURITY_HEADERS.items():
+            request.send_header(name, value)
+        request.end_headers()
+
+    def _refuse(self, request: BaseHTTPRequestHandler) -> str | None:
+        """Why the POST is refused, or ``None`` when it may proceed."""
+        if not self._host_allowed(request):
+            return "Unexpected Host header."
+        host = request.headers.get("Host", "")
+        for header in ("Origin", "Referer"):
+            value = request.headers.get(header)
+            if value and (value == "null" or urlsplit(value).netloc != host):
+                return f"Cross-origin request ({header})."
+        fetch_site = request.headers.get("Sec-Fetch-Site")
+        if fetch_site and fetch_site not in ("same-origin", "none"):
+            return "Cross-site request."
+        length = int(request.headers.get("Content-Length") or 0)
+        if length > MAX_FORM_BYTES:
+            return "Form too large."
+        form = parse_qs(request.rfile.read(length).decode("ascii", "replace"))
+        token = form.get("csrf_token", [""])[0]
+        if not hmac.compare_digest(token.encode(), self.csrf_token.encode()):
+            return "Missing or stale form token: reload the page and try again."
+        return None
+
+    def _host_allowed(self, request: BaseHTTPRequestHandler) -> bool:
+        return not self.loopback_only or is_loopback_host(request.headers.get("Host", ""))
+
+    @staticmethod
+    def _send(
+        request: BaseHTTPRequestHandler, code: int, text: str, kind: str = "text/plain"
+    ) -> None:
+        body = text.encode()
+        request.send_response(code)
+        request.send_header("Content-Type", f"{kind}; charset=utf-8")
+        request.send_header("Content-Length", str(len(body)))
+        for name, value in SECURITY_HEADERS.items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(body)
+
+
+def _is_loopback_bind(address: str) -> bool:
+    try:
+        return ip_address(address).is_loopback
+    except ValueError:
+        return address.lower() in _LOOPBACK_NAMES
