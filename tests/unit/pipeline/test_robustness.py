@@ -123,3 +123,22 @@ def test_a_tumour_eroded_away_is_reported(scan) -> None:
     mask = image_from_array(tiny, (0.8, 0.8, 2.0), (0.0, 0.0, 0.0))
     with pytest.raises(FeatureExtractionError, match="erode1"):
         perturbed_features(image, mask, lambda i, m: {"x": 1.0}, PerturbationConfig())
+
+
+def test_cropping_before_perturbing_keeps_the_features_of_the_whole_scan() -> None:
+    from icibenefit.pipeline.normalization import IntensityNormalizer
+    from icibenefit.pipeline.radiomics_features import extract_radiomics
+
+    spacing = (0.8, 0.8, 2.0)
+    hu, mask = sphere_hu((40, 120, 130), (20.0, 60.0, 40.0), 6.0, spacing=spacing, noise=20.0)
+    image = image_from_array(hu.astype(np.float32), spacing, (0.0, 0.0, 0.0))
+    mask_image = image_from_array(mask.astype(np.uint8), spacing, (0.0, 0.0, 0.0))
+    name, cropped_image, cropped_mask = perturbations(image, mask_image, PerturbationConfig())[0]
+    assert name == "original"
+    assert cropped_image.GetSize()[0] < image.GetSize()[0]
+    normalizer = IntensityNormalizer().fit(np.array([-1000.0, 0.0, 100.0]))
+    wanted = ["log-sigma-3-0-mm-3D_glcm_Contrast", "wavelet-HH_firstorder_Mean"]
+    whole = extract_radiomics(image, mask_image, normalizer, feature_names=wanted)
+    cropped = extract_radiomics(cropped_image, cropped_mask, normalizer, feature_names=wanted)
+    for feature in wanted:
+        assert cropped[feature] == pytest.approx(whole[feature], rel=1e-9)
