@@ -244,10 +244,20 @@ class JobQueue:
             raise
         return created
 
-    def requeue_running(self) -> int:
-        """Return jobs left ``running`` by a dead process to the queue (at start-up)."""
+    def requeue_running(self, worker_pid: int | None = None) -> int:
+        """Return jobs left ``running`` by a dead process (any, or one worker) to the queue.
+
+        The interrupted attempt was counted at claim time, so a job whose
+        processing kills its process again and again ends ``dead`` after
+        ``job_max_attempts`` instead of crash-looping the service.
+        """
+        where = "state = 'running'" + (" AND worker_pid = ?" if worker_pid is not None else "")
+        params = () if worker_pid is None else (worker_pid,)
         cursor = self._conn.execute(
-            "UPDATE jobs SET state = 'queued', worker_pid = NULL WHERE state = 'running'"
+            "UPDATE jobs SET state = CASE WHEN attempts >= ? THEN 'dead' ELSE 'queued' END,"
+            " last_error = CASE WHEN attempts >= ? THEN 'process died during every attempt'"
+            f" ELSE last_error END, worker_pid = NULL WHERE {where}",
+            (self._settings.job_max_attempts, self._settings.job_max_attempts, *params),
         )
         return cursor.rowcount
 

@@ -157,11 +157,7 @@ class ListenerService:
             if not worker.is_alive() and not self._stop.is_set():
                 log.error("worker %s exited with %s; starting another", worker.pid, worker.exitcode)
                 with closing(index.connect(self.settings.data_dir)) as conn:
-                    conn.execute(
-                        "UPDATE jobs SET state = 'queued' WHERE state = 'running'"
-                        " AND worker_pid = ?",
-                        (worker.pid,),
-                    )
+                    JobQueue(conn, self.settings).requeue_running(worker.pid)
                 self._workers[position] = self._spawn_worker(context)
 
     def _schedule_loop(self) -> None:

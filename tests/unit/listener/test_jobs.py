@@ -112,6 +112,20 @@ def test_running_jobs_are_requeued_on_start(setup) -> None:
     assert queue.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0, "dead": 0}
 
 
+def test_job_that_keeps_killing_its_process_ends_dead(setup) -> None:
+    settings, store, _conn, queue, tmp = setup
+    _receive(store, write_ct_series(tmp / "ct", 1).files)
+    queue.enqueue_stable_studies(time.time() + 10)
+    for attempt in range(1, settings.job_max_attempts + 1):
+        job = queue.claim(worker_pid=100 + attempt, now=time.time() + 10)
+        assert job is not None
+        assert job.attempts == attempt
+        assert queue.requeue_running(worker_pid=999) == 0  # another worker's death
+        assert queue.requeue_running(worker_pid=100 + attempt) == 1
+    assert queue.counts()["dead"] == 1
+    assert queue.claim(worker_pid=1, now=time.time() + 1e6) is None
+
+
 def test_backoff_is_capped() -> None:
     assert backoff(1.0, 1) == 1.0
     assert backoff(1.0, 4) == 8.0
