@@ -151,6 +151,20 @@ def generate_cohort(
     return manifest
 
 
+@dataclass(frozen=True)
+class _ImagedPatient:
+    """What stays the same across one patient's CT visits."""
+
+    seed: int
+    index: int
+    info: PatientInfo
+    anatomy: Anatomy
+    tumour: TumourShape
+    look: TumourAppearance
+    course: ResponseCourse
+    rtstruct: bool
+
+
 def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, index, stream])
 
@@ -187,23 +201,18 @@ def _generate_patient(
     base_look = TumourAppearance(
         mean_hu=float(anatomy_rng.uniform(25, 45)), texture_sd=float(anatomy_rng.uniform(15, 35))
     )
-    use_rtstruct = index % RTSTRUCT_EVERY == RTSTRUCT_EVERY - 1
+    subject = _ImagedPatient(
+        seed=seed,
+        index=index,
+        info=patient,
+        anatomy=anatomy,
+        tumour=shape,
+        look=base_look,
+        course=course,
+        rtstruct=index % RTSTRUCT_EVERY == RTSTRUCT_EVERY - 1,
+    )
     timepoints = [
-        _write_timepoint(
-            root,
-            seed,
-            index,
-            grid,
-            patient,
-            scan,
-            number,
-            anatomy,
-            shape,
-            base_look,
-            course,
-            use_rtstruct,
-        )
-        for number, scan in enumerate(scans)
+        _write_timepoint(root, grid, subject, scan, number) for number, scan in enumerate(scans)
     ]
     entry = PatientEntry(
         patient_id=patient_id,
@@ -243,38 +252,27 @@ def _schedule_scans(
 
 
 def _write_timepoint(
-    root: Path,
-    seed: int,
-    index: int,
-    grid: Grid,
-    patient: PatientInfo,
-    scan: _Scan,
-    number: int,
-    anatomy: Anatomy,
-    shape: TumourShape,
-    base_look: TumourAppearance,
-    course: ResponseCourse,
-    use_rtstruct: bool,
+    root: Path, grid: Grid, subject: _ImagedPatient, scan: _Scan, number: int
 ) -> TimepointEntry:
+    """Render, write and describe one CT visit (and its segmentation, if visible)."""
+    seed, index, patient, course = subject.seed, subject.index, subject.info, subject.course
     key = f"icibenefit-synth/{seed}/{patient.patient_id}/{scan.label}"
     image_rng = _rng(seed, index, _STREAM_IMAGE * 10 + number)
     grid = grid.shifted(image_rng, _TABLE_SHIFT_MM)
-    months = max(
-        scan.months_after_start, 0.0
-    )  # the tumour is untreated before T0: kept as baseline
+    # Before T0 the tumour is untreated; the baseline scan shows it as drawn.
+    months = max(scan.months_after_start, 0.0)
     volume_ratio = min(math.exp(course.log_volume_rate * months), 4.0)
-    baseline_ml = 4 / 3 * math.pi * float(np.prod(shape.semi_axes)) / 1000
-    mask = tumour_mask(grid, shape, volume_ratio ** (1 / 3))
+    baseline_ml = 4 / 3 * math.pi * float(np.prod(subject.tumour.semi_axes)) / 1000
+    mask = tumour_mask(grid, subject.tumour, volume_ratio ** (1 / 3))
     if baseline_ml * volume_ratio < VANISHED_ML or not mask.any():
         mask[:] = False
+    texture_sd = subject.look.texture_sd * math.exp(course.log_texture_rate * months)
     look = TumourAppearance(
-        mean_hu=base_look.mean_hu + course.mean_hu_rate * months,
-        texture_sd=float(
-            np.clip(base_look.texture_sd * math.exp(course.log_texture_rate * months), 5, 90)
-        ),
+        mean_hu=subject.look.mean_hu + course.mean_hu_rate * months,
+        texture_sd=float(np.clip(texture_sd, 5, 90)),
     )
     noise_sd = 12.0 if grid.shape[1] <= 128 else 20.0
-    volume = render_volume(image_rng, grid, anatomy, mask, look, noise_sd)
+    volume = render_volume(image_rng, grid, subject.anatomy, mask, look, noise_sd)
     study = StudyInfo(
         study_uid=derive_uid(key, "study"),
         series_uid=derive_uid(key, "ct-series"),
@@ -291,7 +289,7 @@ def _write_timepoint(
         annotated = scan.when + dt.timedelta(days=1, hours=2)
         sop_uid = derive_uid(key, "segmentation")
         series_uid = derive_uid(key, "segmentation-series")
-        if use_rtstruct:
+        if subject.rtstruct:
             path = tp_dir / "rtstruct.dcm"
             build_rtstruct(slices, mask, series_uid, sop_uid, annotated).save_as(
                 path, enforce_file_format=True
@@ -302,7 +300,7 @@ def _write_timepoint(
                 path, enforce_file_format=True
             )
         segmentation = SegmentationEntry(
-            kind="RTSTRUCT" if use_rtstruct else "SEG",
+            kind="RTSTRUCT" if subject.rtstruct else "SEG",
             path=path.relative_to(root).as_posix(),
             sop_instance_uid=sop_uid,
             segment_label=SEGMENT_LABEL,
