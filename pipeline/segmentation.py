@@ -108,9 +108,13 @@ def mask_from_seg(
         raise DicomInputError(f"SEG {seg.SOPInstanceUID} holds no segment")
     labels = {n: str(seg.get_segment_description(n).segment_label) for n in numbers}
     reference = hd.Volume.from_simpleitk(ct.image)
+    # Fractional SEGs (probability/occupancy, rescaled to 0..1 by highdicom) are
+    # binarised at 0.5; binary and label-map SEGs hold 0/1 (or the segment number).
+    fractional = seg.segmentation_type == hd.seg.SegmentationTypeValues.FRACTIONAL
+    threshold = 0.5 if fractional else 1e-9
     arrays: dict[int, np.ndarray] = {}
     for number in numbers:
-        volume = seg.get_volume(segment_numbers=[number], combine_segments=True)
+        volume = seg.get_volume(segment_numbers=[number]).squeeze_channel()
         try:
             matched = volume.match_geometry(reference)
         except RuntimeError as exc:
@@ -118,7 +122,7 @@ def mask_from_seg(
                 f"SEG {seg.SOPInstanceUID} segment {number} does not lie on the CT grid of "
                 f"series {ct.series_uid}: {exc}"
             ) from exc
-        arrays[number] = np.asarray(matched.array) > 0
+        arrays[number] = np.asarray(matched.array) >= threshold
     chosen, decisions = _choose_primary(
         labels, {n: int(a.sum()) for n, a in arrays.items()}, primary_labels, "segment"
     )

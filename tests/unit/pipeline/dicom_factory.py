@@ -140,8 +140,13 @@ def sort_by_position(datasets: Sequence[Dataset]) -> list[Dataset]:
 def seg_from_mask(
     source: Sequence[Dataset],
     masks: dict[str, np.ndarray],
+    *,
+    fractional: bool = False,
 ) -> hd.seg.Segmentation:
-    """A binary DICOM SEG with one segment per named mask (each (z, y, x), sorted source order)."""
+    """A DICOM SEG with one segment per named mask (each (z, y, x), sorted source order).
+
+    Binary by default; ``fractional`` stores the masks' float values (0..1) as probabilities.
+    """
     ordered = sort_by_position(source)
     descriptions = []
     arrays = []
@@ -157,12 +162,16 @@ def seg_from_mask(
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
             )
         )
-        arrays.append(mask.astype(np.uint8))
+        arrays.append(mask.astype(np.float32) if fractional else mask.astype(np.uint8))
     pixel_array = np.stack(arrays, axis=-1)
     return hd.seg.Segmentation(
         source_images=ordered,
         pixel_array=pixel_array,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segmentation_type=(
+            hd.seg.SegmentationTypeValues.FRACTIONAL
+            if fractional
+            else hd.seg.SegmentationTypeValues.BINARY
+        ),
         segment_descriptions=descriptions,
         series_instance_uid=generate_uid(),
         series_number=100,

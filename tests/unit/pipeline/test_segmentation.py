@@ -141,3 +141,15 @@ def test_empty_or_foreign_objects_are_refused(scan) -> None:
         load_tumour_mask(sort_by_position(series)[0], ct)
     with pytest.raises(DicomInputError, match="empty"):
         load_tumour_mask(rtstruct_from_mask(series, {"gone": np.zeros_like(primary)}), ct)
+
+
+def test_fractional_seg_is_binarised_at_one_half(scan) -> None:
+    series, ct, primary, _ = scan
+    probability = np.where(primary, 0.9, 0.0).astype(np.float32)
+    halo = sitk.GetArrayFromImage(
+        sitk.BinaryDilate(sitk.GetImageFromArray(primary.astype(np.uint8)), [2, 2, 0])
+    ).astype(bool)
+    probability[halo & ~primary] = 0.3  # uncertain rim below one half
+    seg = seg_from_mask(series, {"primary tumour": probability}, fractional=True)
+    assert seg.SegmentationType == "FRACTIONAL"
+    assert np.array_equal(_array(load_tumour_mask(seg, ct).mask), primary)
