@@ -9,6 +9,7 @@ Typical use by the training orchestration (all on CPU, seeded, deterministic)::
     )
 
     pretrained = pretrain(PretrainConfig(epochs=3), seed=0)     # LIDC malignancy
+    # or pretrain_cached(config, seed, settings.data_dir / "cache"): same result, reused
     print(pretrained.report.summary())                           # held-out AUC
     report = pretrained.report
     start = rebase_input_normalisation(                         # pretraining z-score ->
@@ -38,6 +39,7 @@ from icibenefit.training.cnn.pretrain import (
     PretrainReport,
     PretrainResult,
     pretrain,
+    pretrain_cached,
     pretraining_source,
 )
 from icibenefit.training.cnn.weights import (
@@ -65,6 +67,7 @@ __all__ = [
     "load_weights",
     "network_from_bundle",
     "pretrain",
+    "pretrain_cached",
     "pretraining_source",
     "rebase_input_normalisation",
     "save_weights",

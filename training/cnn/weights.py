@@ -25,7 +25,7 @@ from icibenefit.pipeline.deep import (
 )
 
 #: Bundle member of the fine-tuned network (DF-imm extractor and CNN-baseline).
-CNN_TENSORS = "cnn-dfimm"
+CNN_TENSORS = "cnn"
 
 
 def cnn_manifest_entry(

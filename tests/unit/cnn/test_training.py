@@ -193,6 +193,25 @@ def test_pretraining_on_rendered_lidc_nodules_reports_a_held_out_auc() -> None:
     assert report.as_dict()["history"]["epochs"][0]["epoch"] == 1
 
 
+def test_cached_pretraining_returns_the_stored_result(tmp_path: Path) -> None:
+    config = cnn.PretrainConfig(
+        epochs=1,
+        max_scans=60,
+        max_nodules=30,
+        annotations_per_nodule=1,
+        batch_size=16,
+        num_threads=1,
+        progress=False,
+    )
+    first = cnn.pretrain_cached(config, 0, tmp_path)
+    assert len(list(tmp_path.glob("pretrained-*.safetensors"))) == 1
+    second = cnn.pretrain_cached(config, 0, tmp_path)
+    assert second.report == first.report
+    assert all(torch.equal(first.state_dict[k], second.state_dict[k]) for k in first.state_dict)
+    cnn.pretrain_cached(config, 1, tmp_path)  # another seed is another entry
+    assert len(list(tmp_path.glob("pretrained-*.safetensors"))) == 2
+
+
 def test_pretraining_source_follows_the_configured_lidc_folder(tmp_path: Path) -> None:
     assert cnn.pretraining_source(None) == "rendered"
     assert cnn.pretraining_source(tmp_path / "absent") == "rendered"
