@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+)
 
 from icibenefit.errors import DicomInputError, GeometryError
 from icibenefit.pipeline.images import (
@@ -54,17 +60,23 @@ def test_rescale_slope_and_intercept_are_applied() -> None:
     assert stored.max() < hu.max()  # the stored values really differ from HU
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+@pytest.mark.parametrize(
+    "syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless, DeflatedExplicitVRLittleEndian]
+)
 def test_compressed_series_decode_identically(syntax: str, tmp_path) -> None:
     hu = _hu((4, 64, 48), seed=3)  # OpenJPEG needs tiles larger than its resolution levels
     plain = load_ct_volume(ct_series(hu, spacing=SPACING))
     compressed = ct_series(hu, spacing=SPACING)
     paths = []
     for n, ds in enumerate(compressed):
-        ds.compress(syntax)
+        if syntax == DeflatedExplicitVRLittleEndian:  # the whole dataset is deflated on write
+            ds.file_meta.TransferSyntaxUID = syntax
+        else:
+            ds.compress(syntax)
         path = tmp_path / f"{n}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
+    assert all(pydicom.dcmread(p).file_meta.TransferSyntaxUID == syntax for p in paths)
     decoded = load_ct_volume(paths)
     assert decoded.image.GetSize() == plain.image.GetSize()
     assert np.array_equal(sitk.GetArrayFromImage(decoded.image), hu.astype(np.float32))

@@ -172,6 +172,7 @@ def test_parameter_file_refusing_per_image_normalisation(tmp_path) -> None:
         load_params(tmp_path / "absent.yaml")
 
 
+@pytest.mark.filterwarnings("ignore:Applying .local_binary_pattern.:UserWarning")
 def test_cropping_first_gives_what_pyradiomics_gives_on_the_whole_image(normalizer) -> None:
     import SimpleITK as sitk
     from radiomics import featureextractor
