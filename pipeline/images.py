@@ -395,7 +395,8 @@ class SeriesSelectionRules:
     (STANDARD, SOFT vs LUNG, BONE, DETAIL), Philips (B, C vs L, YA) and Canon
     (FC0x/FC1x vs FC5x+).  The paper's CTs were "reconstructed using a standard
     kernel", and radiomics texture depends strongly on the kernel, so by
-    default the kernel decides before the slice thickness.
+    default the kernel decides before the slice thickness.  ``min_images``
+    defaults to 5, the slices one CNN patch spans.
     """
 
     require_axial: bool = True
