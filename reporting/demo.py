@@ -111,6 +111,24 @@ def prepare_patient(root: Path, say: Say) -> tuple[Path, Any]:
     raise IciBenefitError(f"no patient with baseline and two follow-ups in {folder}")
 
 
+def demo_recipe() -> Any:
+    """The paper's recipe without the CNN (DF-imm, CNN-baseline): minutes, not hours.
+
+    The CNN needs many patients per class to fine-tune and most of the training
+    time; the demonstration bundle keeps the clinical and radiomics models and
+    their ensembles, which exercise every report element.
+    """
+    from icibenefit.training.recipes import Recipe, load_recipe
+
+    spec = load_recipe("farina2023").model_dump(mode="json")
+    spec["name"] = "demo"
+    spec["sources"] = [s for s in spec["sources"] if s != "dfimm"]
+    spec["cnn_baseline"] = False
+    spec["ensemble_imaging_preference"] = ["radiomics"]
+    spec["ensembles"] = [e for e in spec["ensembles"] if "dfimm" not in e["sources"]]
+    return Recipe.model_validate(spec)
+
+
 def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> str:
     """The active bundle of the model store, training a small demonstration one if none.
 
@@ -135,6 +153,7 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
     bundle = train_bundle(
         cohort(),
         build / "bundle",
+        recipe=demo_recipe(),
         trials=TRAIN_TRIALS,
         seed=0,
         endpoints=TRAIN_ENDPOINTS,
