@@ -23,6 +23,7 @@ from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.resource import Resource
 
+from icibenefit import audit
 from icibenefit.domain import ClinicalRecord
 from icibenefit.errors import ConfigurationError, PatientResolutionError, TimelineError
 from icibenefit.fhir.client import FhirClient
@@ -101,6 +102,16 @@ class ReaderClinicalSource:
         observations += self.reader.history_observations(reference)
         conditions = self.reader.for_patient("Condition", reference)
         record = build_clinical_record(patient_id, patient, treatment, observations, conditions)
+        audit.record(
+            "fetched",
+            component="fhir",
+            patient_id=patient_id,
+            details={
+                "source": type(self.reader).__name__,
+                "observations": len(observations),
+                "treatment_start_from": treatment.source,
+            },
+        )
         log.info(
             "clinical record of %s: T0 from %s, lab timepoints %s",
             pseudonym,

@@ -70,9 +70,11 @@ import hashlib
 import json
 import logging
 import os
+import pwd
 import re
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,14 @@ EVENTS = frozenset(
     }
 )
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def process_user() -> str:
+    """The operating-system account running this process: the actor of CLI actions."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def study_reference(study_uid: str, key: str) -> str:
@@ -149,7 +159,7 @@ class AuditLog:
     Parameters
     ----------
     directory
-        Folder of ``audit.jsonl`` and its rotated files (created if missing).
+        Folder of ``audit.jsonl`` and its rotated files (created with the first entry).
     key
         Site pseudonymisation key (``Settings.pseudonym_key``).
     max_bytes
@@ -167,7 +177,6 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self._rotation_lock = threading.Lock()
-        directory.mkdir(mode=0o750, parents=True, exist_ok=True)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AuditLog:
@@ -228,7 +237,12 @@ class AuditLog:
         return entry
 
     def _append(self, line: bytes, sync: bool) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path, flags, 0o640)
+        except FileNotFoundError:  # first entry: the folder is made on demand
+            self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            fd = os.open(self.path, flags, 0o640)
         try:
             written = os.write(fd, line)
             if written != len(line):
@@ -244,6 +258,8 @@ class AuditLog:
     def rotate(self, force: bool = False) -> Path | None:
         """Rename the current file aside if it is (still) too big; return the new name."""
         lock_path = self.directory / LOCK_FILENAME
+        if not self.directory.is_dir():
+            return None
         with self._rotation_lock:
             lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
@@ -355,6 +371,17 @@ def configure(settings: Settings) -> AuditLog:
     global _process_log
     _process_log = AuditLog.from_settings(settings)
     return _process_log
+
+
+@contextmanager
+def configured(settings: Settings) -> Iterator[AuditLog]:
+    """:func:`configure` for the duration of a block (one CLI command), then restore."""
+    global _process_log
+    previous = _process_log
+    try:
+        yield configure(settings)
+    finally:
+        _process_log = previous
 
 
 def current() -> AuditLog | None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from icibenefit import audit
 from icibenefit.cli_common import settings_from
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.bundle import verify_bundle
@@ -77,7 +78,8 @@ def models_add(
     store: StoreOption = None,
 ) -> None:
     """Copy a verified bundle into the store."""
-    bundle_id = _store(ctx, store).add(bundle, promote=promote)
+    with audit.configured(settings_from(ctx)):  # a promotion is audited
+        bundle_id = _store(ctx, store).add(bundle, promote=promote)
     typer.echo(f"added {bundle_id}" + (" (active)" if promote else ""))
 
 
@@ -88,11 +90,13 @@ def models_promote(
     store: StoreOption = None,
 ) -> None:
     """Make a stored bundle the active one (after verifying its checksums)."""
-    _store(ctx, store).promote(bundle_id)
+    with audit.configured(settings_from(ctx)):
+        _store(ctx, store).promote(bundle_id)
     typer.echo(f"active: {bundle_id}")
 
 
 @models_app.command("rollback")
 def models_rollback(ctx: typer.Context, store: StoreOption = None) -> None:
     """Re-activate the bundle that was active before the current one."""
-    typer.echo(f"active: {_store(ctx, store).rollback()}")
+    with audit.configured(settings_from(ctx)):
+        typer.echo(f"active: {_store(ctx, store).rollback()}")

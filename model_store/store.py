@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from icibenefit import audit
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.bundle import ModelBundle, load_bundle, read_manifest, verify_bundle
 from icibenefit.model_store.manifest import BundleManifest
@@ -144,6 +145,12 @@ class ModelStore:
                 history=[*pointer.history, _event("promote", bundle_id)],
             )
         )
+        audit.record(
+            "model_promoted",
+            component="model_store",
+            actor=audit.process_user(),
+            details={"bundle": bundle_id, "previous": pointer.active, "store": str(self.root)},
+        )
 
     def rollback(self) -> str:
         """Re-activate the bundle that was active before the current one; return its id."""
@@ -158,6 +165,12 @@ class ModelStore:
                 previous=pointer.previous[:-1],
                 history=[*pointer.history, _event("rollback", target)],
             )
+        )
+        audit.record(
+            "model_rolled_back",
+            component="model_store",
+            actor=audit.process_user(),
+            details={"bundle": target, "previous": pointer.active, "store": str(self.root)},
         )
         return target
 

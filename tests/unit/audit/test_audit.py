@@ -200,6 +200,6 @@ def test_process_log_records_only_once_configured(make_settings, tmp_path: Path)
 
 def test_write_failure_is_logged_not_raised(tmp_path: Path, caplog) -> None:
     log = _log(tmp_path)
-    log.path.mkdir()  # a directory where the file should be: open() fails
+    log.path.mkdir(parents=True)  # a directory where the file should be: open() fails
     assert log.record("sent", component="listener.outbox") is None
     assert "audit log write failed" in caplog.text

@@ -67,6 +67,7 @@ def test_cli_list_show_promote_rollback(
     tmp_path: Path, make_bundle: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("ICIBENEFIT_CONFIG", raising=False)
+    monkeypatch.setenv("ICIBENEFIT_DATA_DIR", str(tmp_path / "data"))  # the audit log goes there
     runner = CliRunner()
     store = str(tmp_path / "store")
 
@@ -95,6 +96,12 @@ def test_cli_list_show_promote_rollback(
     assert result.exit_code == 0
     assert "demo-1" in result.output
     assert ModelStore(store).active_id() == "demo-1"
+    events = (tmp_path / "data" / "audit" / "audit.jsonl").read_text()
+    assert [json.loads(line)["event"] for line in events.splitlines()] == [
+        "model_promoted",
+        "model_promoted",
+        "model_rolled_back",
+    ]
 
 
 def test_cli_uses_store_from_settings(
