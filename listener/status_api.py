@@ -1,5 +1,8 @@
 """Status HTTP API (loopback by default): ``/health``, ``/metrics``, ``/jobs``, ``/studies``.
 
+``/`` (and ``POST /jobs/<id>/retry``) are the operators' HTML page, served by
+:class:`icibenefit.listener.status_page.StatusPage`.
+
 A stdlib ``ThreadingHTTPServer`` in a daemon thread: four read-only GET routes
 do not justify a web framework.  ``/metrics`` is Prometheus text format 0.0.4,
 written by hand: prometheus_client was considered, but half of the values
@@ -22,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 from icibenefit.listener import index, queries
 from icibenefit.listener.jobs import JOB_STATES
 from icibenefit.listener.scp import ScpCounters
+from icibenefit.listener.status_page import StatusPage
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,7 @@ class StatusServer:
         self.settings = settings
         self.counters = counters
         self.healthy = healthy
+        self.page = StatusPage(settings, healthy)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -109,7 +114,10 @@ class StatusServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status._handle(self)
+                status._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                status._handle(self, "POST")
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("status API: " + format, *args)
@@ -131,13 +139,17 @@ class StatusServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+    def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(request.path)
         query = parse_qs(url.query)
         try:
             conn = index.connect(self.settings.data_dir)
             try:
-                if url.path == "/health":
+                if self.page.handles(method, url.path):
+                    (self.page.get if method == "GET" else self.page.post)(request, conn)
+                elif method != "GET":
+                    self._send(request, 405, {"error": "method not allowed"})
+                elif url.path == "/health":
                     ok = self.healthy()
                     conn.execute("SELECT 1").fetchone()
                     body: Any = {"status": "ok" if ok else "stopping"}

@@ -257,7 +257,12 @@ class DicomStore:
                 (header.sop_instance_uid,),
             ).fetchone()
             disposition: Disposition = "stored"
-            if existing is not None:
+            if existing is not None and not Path(existing["path"]).is_file():
+                log.warning(
+                    "indexed file of %s is missing; storing it again", header.sop_instance_uid
+                )
+                disposition = "replaced"
+            elif existing is not None:
                 if existing["sha256"] == digest:
                     return StoreOutcome(SUCCESS, "duplicate", existing["size"], header)
                 if self.settings.duplicate_policy == "keep_first":

@@ -174,3 +174,17 @@ def test_database_is_wal_and_migrated(make_settings) -> None:
             "INSERT INTO jobs (study_uid, version, state, next_attempt_at, created_at)"
             " VALUES ('1', 1, 'bogus', 0, 0)"
         )
+
+
+def test_identical_resend_restores_a_missing_file(make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    path = write_ct_series(tmp_path / "ct", 1).files[0]
+    store = DicomStore(settings)
+    _store(store, path)
+    conn = index.connect(settings.data_dir)
+    stored = Path(conn.execute("SELECT path FROM instances").fetchone()[0])
+    stored.unlink()
+    outcome = _store(store, path)
+    assert outcome.disposition == "replaced"
+    assert dataset_sha256(stored) == dataset_sha256(path)
+    assert conn.execute("SELECT instances FROM studies").fetchone()[0] == 1
