@@ -236,3 +236,26 @@ def cnn_probability(
     if not chunks:
         return np.zeros(0, dtype=np.float64)
     return torch.cat(chunks).numpy().astype(np.float64)
+
+
+def deep_features_and_probability(
+    model: NoduleXNet, patches: np.ndarray, batch_size: int = _DEFAULT_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """DF-imm and the CNN-baseline probability from one pass through the conv stack.
+
+    Equal to :func:`extract_deep_features` and :func:`cnn_probability` called
+    separately, at half the cost (inference needs both per tumour).
+    """
+    model.eval()
+    features, probabilities = [], []
+    with torch.inference_mode():
+        for batch in _as_batches(patches, batch_size):
+            deep = model.deep_features(batch)
+            features.append(deep)
+            probabilities.append(torch.softmax(model.out(model.drop(deep)), dim=1)[:, 1])
+    if not features:
+        return np.zeros((0, N_DEEP_FEATURES), dtype=np.float32), np.zeros(0, dtype=np.float64)
+    return (
+        torch.cat(features).numpy().astype(np.float32, copy=False),
+        torch.cat(probabilities).numpy().astype(np.float64),
+    )

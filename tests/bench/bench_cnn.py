@@ -20,20 +20,27 @@ INFERENCE_TARGET_MS = 50.0
 
 
 def _inference_ms_per_tumour(repeats: int = 100) -> tuple[float, float]:
-    from icibenefit.pipeline.deep import build_network, cnn_probability, extract_deep_features
+    """Milliseconds per tumour: one patch per call on one thread (as the pipeline runs
+    it, for reproducible sums), and batched."""
+    import torch
+
+    from icibenefit.pipeline.deep import build_network, deep_features_and_probability
 
     model = build_network(seed=0)
     patches = np.random.default_rng(0).normal(size=(repeats, 5, 47, 47)).astype(np.float32)
-    extract_deep_features(model, patches[:2], batch_size=1)  # warm-up (oneDNN kernels)
-    started = time.perf_counter()
-    for patch in patches:
-        extract_deep_features(model, patch[None], batch_size=1)
-        cnn_probability(model, patch[None], batch_size=1)
-    single = (time.perf_counter() - started) / repeats * 1000
-    started = time.perf_counter()
-    extract_deep_features(model, patches)
-    cnn_probability(model, patches)
-    batched = (time.perf_counter() - started) / repeats * 1000
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        deep_features_and_probability(model, patches[:2], batch_size=1)  # warm-up
+        started = time.perf_counter()
+        for patch in patches:
+            deep_features_and_probability(model, patch[None], batch_size=1)
+        single = (time.perf_counter() - started) / repeats * 1000
+        started = time.perf_counter()
+        deep_features_and_probability(model, patches)
+        batched = (time.perf_counter() - started) / repeats * 1000
+    finally:
+        torch.set_num_threads(threads)
     return single, batched
 
 

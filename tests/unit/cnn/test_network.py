@@ -102,3 +102,14 @@ def test_empty_input_gives_empty_output() -> None:
     model = deep.build_network(seed=0)
     assert deep.extract_deep_features(model, np.zeros((0, 5, 47, 47), np.float32)).shape == (0, 500)
     assert deep.cnn_probability(model, np.zeros((0, 5, 47, 47), np.float32)).shape == (0,)
+
+
+def test_one_pass_equals_the_two_separate_calls() -> None:
+    model = deep.build_network(seed=12)
+    patches = _patches(5, seed=13)
+    features, probability = deep.deep_features_and_probability(model, patches, batch_size=2)
+    np.testing.assert_array_equal(features, deep.extract_deep_features(model, patches, 2))
+    np.testing.assert_array_equal(probability, deep.cnn_probability(model, patches, 2))
+    empty = deep.deep_features_and_probability(model, np.zeros((0, 5, 47, 47), np.float32))
+    assert empty[0].shape == (0, 500)
+    assert empty[1].shape == (0,)
