@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -205,6 +206,7 @@ class DicomStore:
         self._durable_dirs: set[Path] = {self.root}
         self._key = settings.pseudonym_key.get_secret_value()
         self._uid_locks = [threading.Lock() for _ in range(64)]
+        self._fsync_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fsync")
 
     def discard_partial_files(self) -> int:
         """Delete temporary files a crash left behind; return how many."""
@@ -279,12 +281,17 @@ class DicomStore:
                 size = self._write_temp(temp, header, dataset_bytes, transfer_syntax, calling_ae)
                 self._make_durable_dir(series_dir)
                 os.replace(temp, final)
-                _fsync_dir(series_dir)
+                # The directory entry and the index row are flushed in parallel (the
+                # file system can merge the two journal commits); both finish before
+                # we answer.  After a crash in between, a row may name a file that
+                # did not survive: the check above then stores the instance again.
+                dir_synced = self._fsync_pool.submit(_fsync_dir, series_dir)
                 conn.execute("BEGIN IMMEDIATE")
                 self._index(
                     conn, header, transfer_syntax, final, size, digest, calling_ae, existing
                 )
                 conn.execute("COMMIT")
+                dir_synced.result()
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
