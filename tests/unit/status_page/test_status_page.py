@@ -302,3 +302,21 @@ def test_retry_needs_the_token_and_same_origin(settings, page_server) -> None:
         ("requeued", jobs["dead"]),
         ("not_retryable", jobs["done"]),
     ]
+
+
+def test_archive_location_is_reportings() -> None:
+    from icibenefit.listener import status_page
+    from icibenefit.reporting import runner
+
+    assert status_page.FHIR_ARCHIVE == runner.FHIR_ARCHIVE
+
+
+def test_fhir_target_hides_credentials_in_the_url(make_settings) -> None:
+    settings = make_settings(fhir_base_url="https://svc:hunter2@fhir.example.org/R4")
+    conn = index.connect(settings.data_dir)
+    try:
+        page = render(collect(conn, settings), csrf_token="t")
+    finally:
+        conn.close()
+    assert "hunter2" not in page
+    assert "https://fhir.example.org/R4" in page
