@@ -69,7 +69,10 @@ def jobs_list(
 ) -> None:
     """List processing jobs, most recent first."""
     from icibenefit.listener import index, queries
+    from icibenefit.listener.jobs import JOB_STATES
 
+    if state is not None and state not in JOB_STATES:
+        raise typer.BadParameter(f"one of {', '.join(JOB_STATES)}", param_hint="--state")
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
         rows = queries.list_jobs(conn, state, limit)

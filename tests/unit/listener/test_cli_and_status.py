@@ -65,6 +65,7 @@ def test_studies_and_jobs_json(make_settings, tmp_path: Path, monkeypatch) -> No
     assert "re-queued 1" in result.output
     assert queue.counts()["queued"] == 1
     assert runner.invoke(app, ["jobs", "retry", "999"]).exit_code == 1
+    assert runner.invoke(app, ["jobs", "list", "--state", "bogus"]).exit_code == 2
     table = runner.invoke(app, ["jobs", "list"])
     assert table.exit_code == 0
     assert "queued" in table.output
