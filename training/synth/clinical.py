@@ -88,7 +88,7 @@ class ReportedLab:
     analyte: Analyte
     timepoint: LabTimepoint | None  # None: outside every window (a distractor)
     effective: dt.datetime
-    value: float  # in ``unit``
+    value: float | int  # in ``unit``; an int when reported without decimals
     unit: str
     canonical_value: float
 
@@ -250,16 +250,15 @@ def _draw_labs(
             unit, factor = CANONICAL_UNIT[analyte], 1
             if convention != "canonical" and analyte in ALTERNATIVE_UNITS[convention]:
                 unit, factor = ALTERNATIVE_UNITS[convention][analyte]
-            reported = _round(
-                canonical * factor, max(CANONICAL_DECIMALS[analyte] - _log10(factor), 0)
-            )
+            decimals = max(CANONICAL_DECIMALS[analyte] - _log10(factor), 0)
+            reported = _round(canonical * factor, decimals)
             labs.append(
                 ReportedLab(
                     observation_id=f"{patient_id}-{tag}-{analyte.value}".lower(),
                     analyte=analyte,
                     timepoint=tp,
                     effective=when,
-                    value=reported,
+                    value=reported if decimals > 0 else int(reported),
                     unit=unit,
                     canonical_value=canonical,
                 )

@@ -19,7 +19,7 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.resource import Resource
 
 from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
-from icibenefit.training.synth.clinical import CANONICAL_DECIMALS, HOSPITAL_TZ, ClinicalDraw
+from icibenefit.training.synth.clinical import HOSPITAL_TZ, ClinicalDraw, ReportedLab
 
 #: Default Patient.identifier system carrying the DICOM PatientID.
 DEFAULT_IDENTIFIER_SYSTEM = "urn:icibenefit:synthetic:mrn"
@@ -142,11 +142,7 @@ def patient_resources(
     }
 
 
-def _lab(lab: Any, subject: dict[str, str]) -> dict[str, Any]:
-    decimals = CANONICAL_DECIMALS[lab.analyte]
-    value: float | int = (
-        lab.value if lab.value != int(lab.value) or decimals > 0 else int(lab.value)
-    )
+def _lab(lab: ReportedLab, subject: dict[str, str]) -> dict[str, Any]:
     return _observation(
         lab.observation_id,
         "laboratory",
@@ -154,7 +150,7 @@ def _lab(lab: Any, subject: dict[str, str]) -> dict[str, Any]:
         _ANALYTE_DISPLAY[lab.analyte],
         subject,
         lab.effective,
-        {"valueQuantity": _quantity(value, lab.unit)},
+        {"valueQuantity": _quantity(lab.value, lab.unit)},
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from icibenefit.domain import Analyte, LabTimepoint
 from icibenefit.training.synth import load_manifest
 from icibenefit.training.synth.anatomy import LUNG_HU
 
@@ -97,3 +99,17 @@ def test_seg_references_resolve_and_mask_covers_tumour(small_cohort: Path) -> No
             assert hu[mask].mean() > LUNG_HU + 600
             checked += 1
     assert checked >= 5
+
+
+def test_csv_agrees_with_the_manifest(small_cohort: Path) -> None:
+    with (small_cohort / "clinical.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    patients = load_manifest(small_cohort).patients
+    assert [row["patient_id"] for row in rows] == [p.patient_id for p in patients]
+    for row, patient in zip(rows, patients, strict=True):
+        record = patient.clinical_record
+        assert row["treatment_start"] == patient.treatment_start.isoformat()
+        assert float(row["pfs_months"]) == patient.outcomes.pfs_months
+        assert row["os_event"] == str(patient.outcomes.os_event)
+        value = record.panel(LabTimepoint.BASELINE).get(Analyte.NEUTROPHILS)
+        assert row["baseline_neutrophils"] == ("" if value is None else str(value))
