@@ -4,14 +4,17 @@
   the pipeline calls them (batch of 1); target < 50 ms.
 * Fine-tuning on the patches of a 264-patient ``small`` synthetic cohort: every
   tumour of every CT, PFS6 labels, default :class:`FineTuneConfig`.
-* Default pretraining on the rendered LIDC nodules: time and held-out AUC.
+* Default pretraining on the rendered LIDC nodules: time and held-out AUC
+  (its weights are the start of the fine-tuning above, as in training).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,8 +47,10 @@ def _inference_ms_per_tumour(repeats: int = 100) -> tuple[float, float]:
     return single, batched
 
 
-def _cohort_patches(cohort_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patches of every segmented timepoint, PFS6 labels and patient ids."""
+def _cohort_patches(
+    cohort_dir: Path,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[float, float]]:
+    """Patches of every segmented timepoint, PFS6 labels, patient ids, HU mean and std."""
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.normalization import IntensityNormalizer
     from icibenefit.pipeline.patches import tumour_patch
@@ -70,14 +75,14 @@ def _cohort_patches(cohort_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     normalizer = IntensityNormalizer().fit(sitk.GetArrayViewFromImage(ct) for ct, _ in scans)
     patches = np.stack([tumour_patch(ct, mask, normalizer).image for ct, mask in scans])
-    return patches, np.array(labels), np.array(groups)
+    return patches, np.array(labels), np.array(groups), (normalizer.mean_, normalizer.std_)
 
 
-def _fine_tuning(patches: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> None:
-    from icibenefit.pipeline.deep import build_network
+def _fine_tuning(
+    start: Mapping[str, Any], patches: np.ndarray, labels: np.ndarray, groups: np.ndarray
+) -> None:
     from icibenefit.training.cnn import FineTuneConfig, fine_tune
 
-    start = build_network(seed=0).state_dict()
     started, cpu = time.perf_counter(), time.process_time()
     _, history = fine_tune(
         start, patches, labels, groups, seed=0, config=FineTuneConfig(progress=False)
@@ -88,7 +93,7 @@ def _fine_tuning(patches: np.ndarray, labels: np.ndarray, groups: np.ndarray) ->
         f"fine-tuning on {len(patches)} tumour patches of {len(set(groups))} patients: "
         f"{wall:.1f} s wall, {cpu:.1f} s CPU, {len(history.epochs)} epochs "
         f"(best {history.best_epoch}, early stop {history.stopped_early}), "
-        f"validation AUC {best.validation_auc}"
+        f"validation PFS6 AUC per tumour {best.validation_auc:.3f}"
     )
 
 
@@ -101,6 +106,13 @@ def main() -> None:
         f"(target < {INFERENCE_TARGET_MS:.0f} ms: {verdict}), {batched:.2f} ms batched"
     )
 
+    from icibenefit.training.cnn import PretrainConfig, pretrain, rebase_input_normalisation
+
+    started = time.perf_counter()
+    pretrained = pretrain(PretrainConfig(progress=False), seed=0)
+    print(f"default pretraining: {time.perf_counter() - started:.0f} s wall")
+    print(pretrained.report.summary())
+
     from icibenefit.training.synth import generate_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,17 +121,16 @@ def main() -> None:
         generate_cohort(cohort_dir, N_PATIENTS, seed=1, size="small")
         generated = time.perf_counter() - started
         started = time.perf_counter()
-        patches, labels, groups = _cohort_patches(cohort_dir)
+        patches, labels, groups, hu_stats = _cohort_patches(cohort_dir)
         print(
             f"small cohort of {N_PATIENTS} patients: generated in {generated:.0f} s, "
             f"{len(patches)} tumour patches extracted in {time.perf_counter() - started:.0f} s"
         )
-    _fine_tuning(patches, labels, groups)
-
-    from icibenefit.training.cnn import PretrainConfig, pretrain
-
-    result = pretrain(PretrainConfig(progress=False), seed=0)
-    print(result.report.summary())
+    report = pretrained.report
+    start = rebase_input_normalisation(
+        pretrained.state_dict, (report.hu_mean, report.hu_std), hu_stats
+    )
+    _fine_tuning(start, patches, labels, groups)
 
 
 if __name__ == "__main__":
