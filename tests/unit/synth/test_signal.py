@@ -56,3 +56,23 @@ def test_outcome_distribution_is_realistic() -> None:
     assert 0.12 <= sim["censored"].mean() <= 0.25
     assert 0.15 <= sim["os_censored"].mean() <= 0.30
     assert sim["pfs_not_after_os"].all()
+
+
+def _auc_of_observables(signal: float) -> float:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import cross_val_predict
+
+    sim = _simulate(signal, n=1500)
+    known = sim["known"]
+    features = np.column_stack([sim["volume_change"], sim["nlr_change"]])[known]
+    labels = sim["responder"][known]
+    scores = cross_val_predict(LogisticRegression(), features, labels, cv=3, method="predict_proba")
+    return float(roc_auc_score(labels, scores[:, 1]))
+
+
+def test_signal_tunes_predictability() -> None:
+    none, default, strong = (_auc_of_observables(s) for s in (0.0, 1.0, 2.0))
+    assert none < 0.6
+    assert 0.7 <= default <= 0.85  # the target range for a good model
+    assert strong > default + 0.03
