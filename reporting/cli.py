@@ -48,18 +48,18 @@ def demo(
     console.rule("result")
     for delivery in outcome.deliveries:
         what = "SR" if delivery["kind"] == "dicom" else "FHIR transaction"
-        console.print(f"{what} -> {delivery['destination'] or delivery['state']}")
+        typer.echo(f"{what} -> {delivery['destination'] or delivery['state']}")
     if outcome.summary:
-        console.rule("DICOM SR summary (latest study)")
-        console.print(outcome.summary)
-        console.print(
+        console.rule("DICOM SR summary (latest report)")
+        typer.echo(outcome.summary)
+        typer.echo(
             "probabilities read back from the SR: "
             + ", ".join(f"{k} {v:.3f}" for k, v in sorted(outcome.probabilities.items()))
         )
     elif outcome.risk_assessment:
         console.print("No SR: the prediction used no CT (the model's clinical part only).")
     if outcome.risk_assessment:
-        console.rule("FHIR RiskAssessment (latest study)")
+        console.rule("FHIR RiskAssessment (latest report)")
         typer.echo(json.dumps(outcome.risk_assessment, indent=2))
     dead = [job for job in outcome.jobs if job["state"] == "dead"]
     for job in dead:

@@ -292,24 +292,29 @@ def run_demo(settings: Settings, say: Say, timeout: float = WAIT_SECONDS) -> Dem
 
 
 def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
-    """The latest study's SR summary and RiskAssessment, from the reports archive."""
+    """The demo patient's latest SR (summary, probabilities) and its RiskAssessment."""
     from icibenefit.reporting.sr import read_probabilities
 
-    latest_study = outcome.study_uids[-1]
     srs = [
         ds
         for ds in (
             dcmread(path, stop_before_pixels=True)
             for path in (settings.data_dir / SR_ARCHIVE).glob("*/*.dcm")
         )
-        if ds.StudyInstanceUID == latest_study
+        if ds.PatientID == outcome.patient_id
     ]
+    report_studies = list(outcome.study_uids)
     if srs:
-        latest = max(srs, key=lambda ds: int(ds.InstanceNumber))
+        latest = max(srs, key=lambda ds: (str(ds.StudyDate), int(ds.InstanceNumber)))
         outcome.summary = str(latest.ContentSequence[-1].ContentSequence[0].TextValue)
         outcome.probabilities = read_probabilities(latest)
+        report_studies = [str(latest.StudyInstanceUID)]
     bundles = sorted(
-        (settings.data_dir / FHIR_ARCHIVE / latest_study).glob("*.json"),
+        (
+            path
+            for study in report_studies
+            for path in (settings.data_dir / FHIR_ARCHIVE / study).glob("*.json")
+        ),
         key=lambda p: p.stat().st_mtime,
     )
     for path in reversed(bundles):

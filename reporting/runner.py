@@ -38,6 +38,7 @@ from urllib.parse import urlencode
 
 from pydicom import Dataset, dcmread
 
+from icibenefit import audit
 from icibenefit.domain import ClinicalRecord, Prediction
 from icibenefit.privacy import pseudonymize
 from icibenefit.reporting import identity
@@ -151,6 +152,21 @@ class ReportingProcessor:
             f"fhir:riskassessment:{identity.sr_instance_uid(prediction, job.study_uid)}",
             study_uid=job.study_uid,
             job_id=job.job_id,
+        )
+        audit.record(
+            "reported",
+            component="reporting",
+            patient_id=study.patient_id,
+            study_uid=job.study_uid,
+            details={
+                "job": job.job_id,
+                "version": job.version,
+                "model": f"{prediction.bundle_name} {prediction.bundle_version}",
+                "ensemble": prediction.ensemble_kind,
+                "sr": str(reports.sr.SOPInstanceUID) if reports.sr is not None else None,
+                "predecessor": reports.predecessor_uid,
+                "risk_assessment": identity.risk_assessment_identifier(prediction, job.study_uid),
+            },
         )
         log.info(
             "job %s: patient %s reported (%s ensemble; SR %s; predecessor %s)",

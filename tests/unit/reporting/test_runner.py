@@ -210,3 +210,20 @@ def test_transaction_bundle_is_conditional_on_identifiers():
         "identifier=urn%3Aicibenefit%3Aprediction%7Curn%3Aoid%3A"
         in bundle["entry"][1]["request"]["url"]
     )
+
+
+def test_each_report_is_audited_without_clear_identifiers(setup):
+    from icibenefit import audit
+
+    case, settings, _, processor, _, job = setup
+    latest = case.timepoints[-1].study_uid
+    with audit.configured(settings) as log:
+        processor.process(job(latest))
+        text = log.path.read_text()
+    entries = [json.loads(line) for line in text.splitlines()]
+    reported = [e for e in entries if e["event"] == "reported"]
+    assert len(reported) == 1
+    assert reported[0]["component"] == "reporting"
+    assert reported[0]["details"]["sr"]
+    assert case.patient_id not in text
+    assert latest not in text
