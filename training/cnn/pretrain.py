@@ -205,7 +205,7 @@ def _image_patches(
     import SimpleITK as sitk  # only needed with real images
 
     patches, owners = [], []
-    volumes: dict[int, sitk.Image] = {}
+    volumes: dict[int, sitk.Image] = {}  # one scan in memory at a time
     for index, nodule in enumerate(nodules):
         scan = nodule.scan
         if scan.scan_id not in volumes:
@@ -214,7 +214,7 @@ def _image_patches(
                 continue
             reader = sitk.ImageSeriesReader()
             reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), scan.series_uid))
-            volumes = {scan.scan_id: reader.Execute()}  # one scan in memory at a time
+            volumes = {scan.scan_id: _anti_aliased(reader.Execute(), config.geometry.pixel_mm)}
         for annotation in nodule.annotations[: config.annotations_per_nodule]:
             centre = annotation_centroid(annotation)
             patches.append(cut_patch(volumes[scan.scan_id], scan, centre, config.geometry))
@@ -222,6 +222,21 @@ def _image_patches(
     if not patches:
         raise TrainingError(f"no LIDC-IDRI series of the annotated scans found under {lidc_root}")
     return np.stack(patches), np.array(owners)
+
+
+def _anti_aliased(image: Any, target_spacing_mm: float) -> Any:
+    """In-plane Gaussian, sigma = (target - source spacing) / 2, before downsampling.
+
+    The same rule as :mod:`icibenefit.pipeline.patches` (scikit-image's
+    ``resize``), so real LIDC patches are as smooth as the pipeline's.
+    """
+    import SimpleITK as sitk
+
+    sigmas = [max(0.0, (target_spacing_mm - s) / 2.0) for s in image.GetSpacing()[:2]]
+    if max(sigmas) == 0.0:
+        return image
+    variance = [sigmas[0] ** 2, sigmas[1] ** 2, 0.0]
+    return sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), variance=variance)
 
 
 def cut_patch(

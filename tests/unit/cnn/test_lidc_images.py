@@ -7,8 +7,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from icibenefit.training.cnn.lidc import LidcScan, find_series_dir
-from icibenefit.training.cnn.pretrain import cut_patch
+from icibenefit.training.cnn.lidc import (
+    LidcAnnotation,
+    LidcContour,
+    LidcNodule,
+    LidcScan,
+    find_series_dir,
+)
+from icibenefit.training.cnn.pretrain import PretrainConfig, _image_patches, cut_patch
 from icibenefit.training.cnn.render import PatchGeometry
 
 SERIES_UID = "1.3.6.1.4.1.14519.5.2.1.6279.6001.1"
@@ -64,3 +70,35 @@ def test_patch_is_cut_around_the_contour_centroid() -> None:
     brightest = np.unravel_index(np.argmax(patch), patch.shape)
     assert brightest == (2, 23, 23)
     assert patch[0].max() == -1000.0  # neighbouring native slices hold only air
+
+
+def _write_series(folder: Path, volume: sitk.Image) -> None:
+    """One DICOM file per slice, as a scanner writes a series (SimpleITK/GDCM)."""
+    folder.mkdir(parents=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(volume.GetDepth()):
+        image = volume[:, :, k]
+        image.SetMetaData("0020|000e", SERIES_UID)
+        image.SetMetaData("0008|0060", "CT")
+        image.SetMetaData("0020|0013", str(k + 1))
+        z = volume.TransformIndexToPhysicalPoint((0, 0, k))[2]
+        image.SetMetaData("0020|0032", f"{volume.GetOrigin()[0]}\\{volume.GetOrigin()[1]}\\{z}")
+        image.SetMetaData("0020|0037", "1\\0\\0\\0\\1\\0")
+        writer.SetFileName(str(folder / f"{k:03d}.dcm"))
+        writer.Execute(image)
+
+
+def test_real_image_patches_are_read_from_a_local_download(tmp_path: Path) -> None:
+    _write_series(tmp_path / "LIDC-IDRI-0007" / "study" / "series", _volume())
+    z = -300.0 + 10 * 2.5
+    angle = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+    ring = np.column_stack([100 + 2 * np.cos(angle), 80 + 2 * np.sin(angle)]) * 0.7
+    annotation = LidcAnnotation(1, 7, (LidcContour(z, True, ring),), 5, 5, 1, 1, 6, 1)
+    nodule = LidcNodule(_scan(), (annotation,))
+    missing = LidcNodule(_scan("LIDC-IDRI-0404"), (annotation,))
+    patches, owners = _image_patches([missing, nodule], PretrainConfig(), tmp_path)
+    assert patches.shape == (1, 5, 47, 47)
+    assert list(owners) == [1]
+    assert np.unravel_index(np.argmax(patches[0]), patches[0].shape) == (2, 23, 23)
+    assert patches[0, 2, 23, 23] > -900  # the block survives anti-aliasing
