@@ -31,6 +31,12 @@ def train(
         Path | None, typer.Option("--report", help="Report folder (default: <out>.report).")
     ] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", min=10, help="Bootstrap resamples.")] = 1000,
+    cache: Annotated[
+        Path | None,
+        typer.Option(
+            "--cache", help="Feature cache folder (default: .icibenefit-cache beside --out)."
+        ),
+    ] = None,
     quick_cnn: Annotated[
         bool,
         typer.Option("--quick-cnn", help="Minimal CNN pretraining/fine-tuning (demos, tests)."),
@@ -51,6 +57,7 @@ def train(
         endpoints=chosen,
         workers=workers,
         report_dir=report,
+        cache_dir=cache,
         n_boot=n_boot,
         progress=True,
         cnn_budget=CnnBudget.quick() if quick_cnn else None,

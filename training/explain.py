@@ -62,16 +62,17 @@ def shap_values(
     # shap logs every coalition's arrays at INFO; keep the training log readable.
     logging.getLogger("shap").setLevel(logging.WARNING)
     state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        explainer = shap.KernelExplainer(benefit, reference)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+    with warnings.catch_warnings():
+        # numpy warns that seeding the global RNG is legacy; it is what KernelExplainer reads.
+        warnings.simplefilter("ignore")
+        np.random.seed(seed)
+        try:
+            explainer = shap.KernelExplainer(benefit, reference)
             values = explainer.shap_values(
                 np.asarray(X, dtype=np.float64), nsamples=nsamples, silent=True
             )
-    finally:
-        np.random.set_state(state)
+        finally:
+            np.random.set_state(state)
     return np.asarray(values, dtype=np.float64).reshape(len(X), -1)
 
 

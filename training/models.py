@@ -84,12 +84,13 @@ def build_pipeline(
     return Pipeline(steps)
 
 
-def _smote_neighbours(y: NDArray[np.int_], folds: int, wanted: int) -> int:
+def _smote_neighbours(y: NDArray[np.int_], folds: int, wanted: int) -> int | None:
     # SMOTE needs k_neighbors < minority count in every CV training fold; small
-    # cohorts get the largest k that works (documented reduction of k = 5).
+    # cohorts get the largest k that works (documented reduction of k = 5), and
+    # none at all when a fold can hold a single minority patient.
     minority = int(min(np.bincount(y, minlength=2)))
     per_fold = minority - int(np.ceil(minority / folds))
-    return max(1, min(wanted, per_fold - 1))
+    return None if per_fold < 2 else min(wanted, per_fold - 1)
 
 
 def tune_model(

@@ -254,12 +254,21 @@ def _endpoint_section(endpoint: str, singles: list[Any], comparisons: list[Any])
         lines.append("### DeLong comparisons\n\n" + to_markdown(delong_table(comparisons)))
         for result in comparisons:
             pair = result.delong[0]
-            verdict = "significant" if pair.result.p < SIGNIFICANCE else "not significant"
-            better = pair.a if pair.result.auc_a > pair.result.auc_b else pair.b
+            p = pair.result.p
+            verdict = (
+                "not testable (identical or degenerate curves)"
+                if not np.isfinite(p)
+                else f"{'significant' if p < SIGNIFICANCE else 'not significant'} at {SIGNIFICANCE}"
+            )
+            if pair.result.auc_a == pair.result.auc_b:
+                order = "the AUCs are equal"
+            else:
+                better = pair.a if pair.result.auc_a > pair.result.auc_b else pair.b
+                order = f"{better} is higher"
             lines.append(
                 f"- {pair.a} (AUC {pair.result.auc_a:.3f}) vs {pair.b} "
-                f"(AUC {pair.result.auc_b:.3f}) on {result.n} paired patients: {better} is "
-                f"higher; DeLong p = {pair.result.p:.3g}, {verdict} at {SIGNIFICANCE}.\n"
+                f"(AUC {pair.result.auc_b:.3f}) on {result.n} paired patients: {order}; "
+                f"DeLong p = {p:.3g}, {verdict}.\n"
             )
     return lines
 

@@ -138,6 +138,16 @@ def build_vectors(data: TrainingData, kinds: Sequence[str]) -> None:
             )
 
 
+#: A model is trained when each class has at least this many training patients
+#: (tiny demonstration cohorts then use fewer CV folds, see :func:`cv_folds`).
+MIN_PER_CLASS = 2
+
+
+def cv_folds(y: NDArray[np.int_], wanted: int) -> int:
+    """The recipe's fold count, reduced to the minority-class size for tiny cohorts."""
+    return max(2, min(wanted, int(np.bincount(y, minlength=2).min())))
+
+
 @dataclass(frozen=True)
 class FitJob:
     """One model to tune: endpoint, source, kind and its training rows."""
@@ -166,7 +176,7 @@ def fit_jobs(data: TrainingData, recipe: Recipe) -> list[FitJob]:
                 ids = [pid for pid in data.train_ids if pid in labels]
                 kept, X = data.matrix(source, kind, ids)
                 y = np.array([labels[pid] for pid in kept], dtype=np.int_)
-                if len(kept) == 0 or np.bincount(y, minlength=2).min() < recipe.cv.folds:
+                if len(kept) == 0 or np.bincount(y, minlength=2).min() < MIN_PER_CLASS:
                     logger.warning(
                         "skipping %s %s %s: %d training patients, classes %s",
                         endpoint,
@@ -186,7 +196,7 @@ def _run_job(job: FitJob, recipe: Recipe, trials: int, seed: int) -> TunedModel:
         job.y,
         space=recipe.search_space,
         trials=trials,
-        folds=recipe.cv.folds,
+        folds=cv_folds(job.y, recipe.cv.folds),
         smote=recipe.resample.get(job.endpoint) == "smote",
         smote_k_neighbors=recipe.smote_k_neighbors,
         imputer_clusters=recipe.imputer_clusters,
@@ -354,8 +364,9 @@ def train_bundle(
 ) -> Path:
     """Train a recipe on a cohort and write the bundle; returns the bundle directory.
 
-    This is the API the demo uses to build a small demonstration bundle; the
-    ``train`` command calls :func:`train` with the same arguments.
+    This is the API the demo uses to build a small demonstration bundle
+    quickly: unless told otherwise it spends the quick CNN budget
+    (:meth:`CnnBudget.quick`).  The ``train`` command calls :func:`train`.
     """
     return train(
         cohort_dir,
@@ -370,7 +381,7 @@ def train_bundle(
         version=version,
         n_boot=n_boot,
         progress=progress,
-        cnn_budget=cnn_budget,
+        cnn_budget=cnn_budget or CnnBudget.quick(),
     ).bundle
 
 
@@ -409,7 +420,8 @@ def train(
     workers
         Processes for feature extraction and model fitting.
     cache_dir
-        Feature cache (default ``<cohort_dir>/.icibenefit-cache``).
+        Feature cache (default ``.icibenefit-cache`` beside the bundle: the
+        cohort folder may be read-only).
     report_dir
         Evaluation report folder (default: ``<out_dir>.report`` beside the bundle).
     version
@@ -437,7 +449,7 @@ def train(
         want_deep="dfimm" in spec.sources or spec.cnn_baseline,
         seed=seed,
         workers=workers,
-        cache_dir=cache_dir or Path(cohort_dir) / ".icibenefit-cache",
+        cache_dir=cache_dir or out.parent / ".icibenefit-cache",
         progress=progress,
         cnn_budget=cnn_budget,
     )
