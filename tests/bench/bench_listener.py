@@ -70,6 +70,30 @@ def _time_icibenefit(files: list[Path], workdir: Path) -> float:
     return best
 
 
+def _time_pynetdicom_floor(files: list[Path]) -> float:
+    """A pynetdicom SCP that discards every dataset: the floor of any pynetdicom listener."""
+    from pynetdicom import AE, evt
+
+    from icibenefit.listener.scp import STORAGE_SOP_CLASSES, TRANSFER_SYNTAXES
+
+    ae = AE(ae_title="FLOOR")
+    ae.maximum_pdu_size = 0
+    for sop_class in STORAGE_SOP_CLASSES:
+        ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
+    best = float("inf")
+    for _ in range(ROUNDS):
+        port = free_port()
+        server = ae.start_server(
+            ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0)]
+        )
+        assert server is not None
+        try:
+            best = min(best, _timed_send(port, files, "FLOOR"))
+        finally:
+            server.shutdown()
+    return best
+
+
 def main() -> None:
     """Print both wall times and their ratio."""
     with tempfile.TemporaryDirectory(prefix="bench-listener-") as tmp:
@@ -78,10 +102,12 @@ def main() -> None:
         megabytes = sum(f.stat().st_size for f in files) / 1e6
         storescp_seconds = _time_storescp(files, workdir)
         icibenefit_seconds = _time_icibenefit(files, workdir)
+        floor_seconds = _time_pynetdicom_floor(files)
     ratio = icibenefit_seconds / storescp_seconds
     print(f"listener ingest: {N_SLICES} slices, {megabytes:.0f} MB, best of {ROUNDS}")
     print(f"  dcmtk storescp : {storescp_seconds:6.2f} s")
     print(f"  icibenefit     : {icibenefit_seconds:6.2f} s (fsync + SQLite WAL index)")
+    print(f"  pynetdicom no-op SCP (reference floor): {floor_seconds:6.2f} s")
     verdict = "within" if ratio <= TARGET_RATIO else "OVER"
     print(f"  ratio          : {ratio:6.2f}x ({verdict} target {TARGET_RATIO:.1f}x)")
 
