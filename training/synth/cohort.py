@@ -199,7 +199,9 @@ def _generate_patient(
     baseline_ml = float(np.clip(anatomy_rng.lognormal(math.log(22.0), 0.7), 3.0, 110.0))
     shape = draw_tumour(anatomy_rng, anatomy, baseline_ml)
     base_look = TumourAppearance(
-        mean_hu=float(anatomy_rng.uniform(25, 45)), texture_sd=float(anatomy_rng.uniform(15, 35))
+        mean_hu=float(anatomy_rng.uniform(25, 45)),
+        texture_sd=float(anatomy_rng.uniform(15, 35)),
+        necrosis_hu=float(anatomy_rng.uniform(0, 60)),
     )
     subject = _ImagedPatient(
         seed=seed,
@@ -270,8 +272,11 @@ def _write_timepoint(
     look = TumourAppearance(
         mean_hu=subject.look.mean_hu + course.mean_hu_rate * months,
         texture_sd=float(np.clip(texture_sd, 5, 90)),
+        necrosis_hu=subject.look.necrosis_hu,
     )
-    noise_sd = 12.0 if grid.shape[1] <= 128 else 20.0
+    # Noise differs between visits (dose modulation, another scanner): radiomics
+    # must cope with it, as with real follow-ups.
+    noise_sd = (12.0 if grid.shape[1] <= 128 else 20.0) * float(image_rng.uniform(0.8, 1.25))
     volume = render_volume(image_rng, grid, subject.anatomy, mask, look, noise_sd)
     study = StudyInfo(
         study_uid=derive_uid(key, "study"),

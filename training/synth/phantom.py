@@ -19,6 +19,8 @@ from icibenefit.training.synth.anatomy import LUNG_HU, Anatomy, anatomy_slice
 
 #: In-plane point-spread function of the scanner (Gaussian sigma, mm).
 _PSF_SIGMA_MM = 0.8
+#: Depth below the tumour surface (mm) where necrosis starts (full at twice it).
+NECROSIS_DEPTH_MM = 8.0
 
 
 @dataclass(frozen=True)
@@ -170,10 +172,17 @@ def _bounding_box(
 
 @dataclass(frozen=True)
 class TumourAppearance:
-    """Attenuation of the tumour at one timepoint: mean HU and heterogeneity (HU SD)."""
+    """Attenuation of the tumour at one timepoint.
+
+    ``mean_hu`` and ``texture_sd`` (heterogeneity) change with the response;
+    ``necrosis_hu`` is how much darker the core is in voxels deeper than
+    :data:`NECROSIS_DEPTH_MM` below the surface, so only large tumours show a
+    necrotic centre, and it appears or disappears as the tumour grows or shrinks.
+    """
 
     mean_hu: float
     texture_sd: float
+    necrosis_hu: float = 0.0
 
 
 def render_volume(
@@ -237,4 +246,10 @@ def _tumour_texture(
         sigma,
     )
     field /= field.std() + 1e-6
-    return (lo[0], lo[1], lo[2]), appearance.mean_hu + appearance.texture_sd * field
+    block = appearance.mean_hu + appearance.texture_sd * field
+    if appearance.necrosis_hu > 0:
+        box = mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        depth = ndimage.distance_transform_edt(box, sampling=grid.spacing)
+        core = np.clip((depth - NECROSIS_DEPTH_MM) / NECROSIS_DEPTH_MM, 0.0, 1.0)
+        block -= appearance.necrosis_hu * core.astype(np.float32)
+    return (lo[0], lo[1], lo[2]), block
