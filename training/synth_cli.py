@@ -17,7 +17,7 @@ def synth() -> None:
 
 @synth_app.command("cohort")
 def synth_cohort(
-    out: Annotated[Path, typer.Option("--out", help="Target directory (must not hold a cohort).")],
+    out: Annotated[Path, typer.Option("--out", help="Target directory (new or empty).")],
     patients: Annotated[int, typer.Option("--patients", min=1, help="Number of patients.")] = 40,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed; same seed, same bytes.")] = 1,
     size: Annotated[

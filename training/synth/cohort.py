@@ -93,8 +93,8 @@ def generate_cohort(
     Parameters
     ----------
     out_dir
-        Target directory; created if missing, must not already hold a manifest
-        (so an earlier cohort is never silently mixed with a new one).
+        Target directory; created if missing, else it must be empty (so an
+        earlier or half-written cohort is never silently mixed with a new one).
     n_patients, seed
         Cohort size and seed; the same seed gives byte-identical files.
     size
@@ -112,10 +112,9 @@ def generate_cohort(
         raise ValueError(f"seed must be >= 0, got {seed}")
     grid = grid_for(size)
     root = Path(out_dir)
-    if (root / MANIFEST_NAME).exists():
-        raise FileExistsError(
-            f"{root} already holds a cohort ({MANIFEST_NAME}); choose an empty directory"
-        )
+    if root.is_dir() and any(root.iterdir()):
+        what = "a cohort" if (root / MANIFEST_NAME).exists() else "files"
+        raise FileExistsError(f"{root} already holds {what}; choose a new or empty directory")
     root.mkdir(parents=True, exist_ok=True)
     fhir: dict[str, list[dict[str, Any]]] = {name: [] for name in FHIR_TYPES}
     patients = []

@@ -45,10 +45,15 @@ def test_patient_does_not_depend_on_cohort_size(tmp_path: Path) -> None:
     assert small.patients[0] == large.patients[0]
 
 
-def test_refuses_to_overwrite_a_cohort(tmp_path: Path) -> None:
-    generate_cohort(tmp_path, 1, 1)
-    with pytest.raises(FileExistsError):
-        generate_cohort(tmp_path, 1, 1)
+def test_refuses_to_overwrite_a_cohort_or_other_files(tmp_path: Path) -> None:
+    generate_cohort(tmp_path / "cohort", 1, 1)
+    with pytest.raises(FileExistsError, match="a cohort"):
+        generate_cohort(tmp_path / "cohort", 1, 1)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="files"):
+        generate_cohort(tmp_path / "other", 1, 1)
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize(
