@@ -16,7 +16,7 @@ from icibenefit.settings import Settings
 
 
 class EchoProcessor:
-    """Send back a copy of the study's first CT slice as a new series."""
+    """Send back a copy of the study's first CT slice as a new (non-CT) series."""
 
     def process(self, job: JobContext) -> None:
         first = next(i for i in job.index.instances(job.study_uid) if i.modality == "CT")
@@ -26,6 +26,7 @@ class EchoProcessor:
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[*seed, "instance"])
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.SeriesDescription = "icibenefit echo"
+        ds.Modality = "OT"  # stands in for the SR report: not a series Orthanc routes
         ds.SeriesNumber = 900
         job.outbox.enqueue_dicom(ds, study_uid=job.study_uid, job_id=job.job_id)
 

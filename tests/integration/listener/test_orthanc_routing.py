@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,16 @@ def test_orthanc_routes_study_and_receives_our_object_back(
     assert tags["SeriesDescription"] == "icibenefit echo"
     assert "icibenefit_outbox_depth 0" in server.metrics()
 
-    # Our object made the study stable again in Orthanc, which re-sends the CT and
-    # SEG (not our series): identical duplicates, so no second job.
-    server.wait_for(lambda: "icibenefit_instances_duplicate_total 9" in server.metrics())
+    # Our object made the study stable again in Orthanc; the script re-sends a
+    # study only when it gained CT/SEG/RTSTRUCT instances, so nothing comes back.
+    time.sleep(3.0)  # StableAge (1 s) + routing time
+    assert "icibenefit_instances_duplicate_total 0" in server.metrics()
     assert [j["state"] for j in server.get("/jobs")] == ["done"]
     assert not_ct.study_uid not in {s["study_uid"] for s in server.get("/studies")}
+
+    # A late slice in Orthanc re-routes the study: icibenefit runs version 2.
+    late = write_ct_series(tmp_path / "late", 1, study_uid=ct.study_uid).files[0]
+    pacs.upload(late)
+    server.wait_for(lambda: [j["state"] for j in server.get("/jobs")] == ["done", "done"])
+    assert [j["version"] for j in server.get("/jobs")] == [2, 1]
+    assert "icibenefit_instances_duplicate_total 9" in server.metrics()
