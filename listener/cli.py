@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from icibenefit import audit
 from icibenefit.cli_common import settings_from
 
 studies_app = typer.Typer(help="Inspect received studies.", no_args_is_help=True)
@@ -99,6 +100,14 @@ def jobs_retry(
             typer.secho("no job ids given", err=True)
             raise typer.Exit(2)
         count = JobQueue(conn, settings).retry(ids)
+    with audit.configured(settings):
+        audit.record(
+            "job_retried",
+            component="cli",
+            actor=audit.process_user(),
+            outcome="requeued" if count else "not_retryable",
+            details={"jobs": sorted(set(ids)), "requeued": count},
+        )
     typer.echo(f"re-queued {count} job(s)")
     if count < len(set(ids)):
         raise typer.Exit(1)

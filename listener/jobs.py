@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from icibenefit import audit
 from icibenefit.errors import ConfigurationError
 from icibenefit.listener import index
 from icibenefit.listener.outbox import Outbox
@@ -221,7 +222,7 @@ class JobQueue:
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute(
-                "SELECT study_uid, version FROM studies s WHERE pending = 1"
+                "SELECT study_uid, version, patient_id FROM studies s WHERE pending = 1"
                 " AND last_received_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs j"
                 " WHERE j.study_uid = s.study_uid AND j.state IN ('queued', 'running', 'failed'))",
                 (cutoff,),
@@ -242,6 +243,15 @@ class JobQueue:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        for row, job_id in zip(rows, created, strict=True):
+            audit.record(
+                "study_stable",
+                component="listener.scheduler",
+                outcome="queued",
+                patient_id=row["patient_id"],
+                study_uid=row["study_uid"],
+                details={"job": job_id, "version": row["version"] + 1},
+            )
         return created
 
     def requeue_running(self, worker_pid: int | None = None) -> int:

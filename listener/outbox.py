@@ -45,6 +45,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
+from icibenefit import audit
 from icibenefit.errors import DeliveryError
 from icibenefit.settings import Settings
 
@@ -236,6 +237,16 @@ class OutboxSender:
         )
         item.payload_path.unlink(missing_ok=True)
         log.info("outbox item %d (%s) delivered to %s", item.id, item.kind, destination)
+        study = self._conn.execute(
+            "SELECT study_uid FROM outbox WHERE id = ?", (item.id,)
+        ).fetchone()
+        audit.record(
+            "sent",
+            component="listener.outbox",
+            outcome="delivered",
+            study_uid=study[0] if study else None,
+            details={"item": item.id, "kind": item.kind, "destination": destination},
+        )
 
     def _record_failure(self, item: OutboxItem, exc: Exception) -> None:
         now = time.time()

@@ -28,6 +28,7 @@ from contextlib import closing
 from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
+from icibenefit import audit
 from icibenefit.cli_common import configure_logging
 from icibenefit.listener import index
 from icibenefit.listener.jobs import (
@@ -69,6 +70,7 @@ class ListenerService:
     def start(self) -> None:
         """Recover from any previous crash, then start every part."""
         configure_logging(self.settings)
+        audit.configure(self.settings).settings_loaded(self.settings, "listener.service")
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         conn = index.connect(self.settings.data_dir)
         try:
@@ -212,6 +214,7 @@ def worker_main(
         signal.signal(signum, signal.SIG_IGN)  # the parent decides when we stop
     settings = Settings(**settings_values)
     configure_logging(settings)
+    audit.configure(settings)
     processor = load_processor_factory(processor_factory)(settings)
     conn = index.connect(settings.data_dir)
     queue = JobQueue(conn, settings)

@@ -41,6 +41,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
+from icibenefit import audit
 from icibenefit.errors import DicomInputError
 from icibenefit.listener import index
 from icibenefit.privacy import pseudonymize
@@ -302,6 +303,16 @@ class DicomStore:
                 Path(existing["path"]).unlink(missing_ok=True)
         if disposition == "replaced":
             log.warning("instance %s replaced by new content", header.sop_instance_uid)
+        audit.record(
+            "received",
+            sync=False,
+            component="listener.store",
+            actor=calling_ae,
+            outcome=disposition,
+            patient_id=header.patient_id,
+            study_uid=header.study_uid,
+            details={"modality": header.modality, "sop_class": header.sop_class_uid},
+        )
         return StoreOutcome(SUCCESS, disposition, size, header)
 
     @staticmethod
