@@ -77,3 +77,71 @@ def test_promotion_and_rollback_are_audited(
         ("model_rolled_back", "demo-1", "demo-2"),
     ]
     assert all(e["actor"] == audit.process_user() for e in audit_log.entries())
+
+
+def test_listener_steps_are_audited(make_settings, tmp_path: Path, monkeypatch) -> None:
+    """Store -> stable -> outbox delivery -> CLI retry, each with its entry."""
+    import time
+
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian
+    from typer.testing import CliRunner
+
+    from icibenefit.cli import app
+    from icibenefit.listener import index
+    from icibenefit.listener.jobs import JobQueue
+    from icibenefit.listener.outbox import Outbox, OutboxSender
+    from icibenefit.listener.store import DicomStore
+    from tests.integration.listener.dicom_factory import write_ct_series
+
+    settings = make_settings(pseudonym_key="callsite-key", job_max_attempts=1)
+    previous = audit.current()
+    log = audit.configure(settings)
+    try:
+        ct = write_ct_series(tmp_path / "ct", 2, patient_id=PATIENT_ID)
+        store = DicomStore(settings)
+        for path in ct.files:
+            data = path.read_bytes()
+            meta_length = int.from_bytes(data[140:144], "little")
+            ds = dcmread(path, stop_before_pixels=True)
+            outcome = store.store(
+                data[144 + meta_length :],
+                ExplicitVRLittleEndian,
+                str(ds.SOPClassUID),
+                str(ds.SOPInstanceUID),
+                "MODALITY1",
+            )
+            assert outcome.disposition == "stored"
+        conn = index.connect(settings.data_dir)
+        queue = JobQueue(conn, settings)
+        (job_id,) = queue.enqueue_stable_studies(time.time() + 1e3)
+        Outbox(conn, settings).enqueue_dicom(dcmread(ct.files[0]), study_uid=ct.study_uid)
+        assert OutboxSender(conn, settings).deliver_due() == 1
+        job = queue.claim(1, time.time() + 1e3)
+        assert job is not None
+        queue.fail(job, "boom")
+        monkeypatch.setenv("ICIBENEFIT_DATA_DIR", str(settings.data_dir))
+        monkeypatch.setenv("ICIBENEFIT_PSEUDONYM_KEY", "callsite-key")
+        assert CliRunner().invoke(app, ["jobs", "retry", str(job_id)]).exit_code == 0
+        conn.close()
+    finally:
+        audit._process_log = previous
+
+    assert PATIENT_ID not in log.path.read_text()
+    assert ct.study_uid not in log.path.read_text()
+    entries = list(log.entries())
+    study = audit.study_reference(ct.study_uid, "callsite-key")
+    patient = pseudonymize(PATIENT_ID, "callsite-key")
+    assert [(e["event"], e["outcome"]) for e in entries] == [
+        ("received", "stored"),
+        ("received", "stored"),
+        ("study_stable", "queued"),
+        ("sent", "delivered"),
+        ("job_retried", "requeued"),
+    ]
+    assert [e.get("study") for e in entries[:4]] == [study] * 4
+    assert [e.get("patient") for e in entries[:3]] == [patient] * 3
+    assert entries[0]["actor"] == "MODALITY1"
+    assert entries[2]["details"]["job"] == job_id
+    assert entries[4]["details"] == {"jobs": [job_id], "requeued": 1}
+    assert entries[4]["actor"] == audit.process_user()
