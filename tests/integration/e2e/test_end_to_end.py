@@ -1,0 +1,264 @@
+"""Issue 6 acceptance: Orthanc -> icibenefit -> SR back in Orthanc, RiskAssessment in FHIR.
+
+Real peers on loopback: Orthanc (with DICOMweb) auto-routes stable CT studies
+with deploy/orthanc's Lua script (the file itself) to ``icibenefit serve`` (a
+subprocess configured from deploy/'s example settings), which reads labs from
+the Medplum FHIR server, predicts with a small bundle trained on the shared
+synthetic cohort, sends the SR back to Orthanc by C-STORE and writes the
+RiskAssessment to the FHIR server.
+
+Checked: one SR per processed run in each study (DICOMweb QIDO), one
+RiskAssessment per study (FHIR search by subject), the SR's probabilities equal
+the RiskAssessment's and the offline ``icibenefit predict`` ones, every SR passes
+dciodvfy, and a late instance yields a second SR naming the first as
+predecessor while the RiskAssessment count stays the same.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from pydicom import dcmread
+
+from icibenefit.reporting.sr import read_probabilities
+from tests.integration.listener.server import ListenerProcess, listener_settings
+from tests.peers.common import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[3]
+ROUTE_LUA = REPO / "deploy" / "orthanc" / "route-to-icibenefit.lua"
+EXAMPLE_SETTINGS = REPO / "deploy" / "icibenefit.example.toml"
+
+
+def _patients(cohort: Path, count: int = 3) -> list:
+    """Patients with a segmented baseline and follow-up; an RTSTRUCT one when available."""
+    from icibenefit.training.synth import load_manifest
+
+    manifest = load_manifest(cohort)
+    usable = [
+        p
+        for p in manifest.patients
+        if len([tp for tp in p.timepoints if tp.segmentation is not None]) >= 2
+    ]
+    rt = [
+        p
+        for p in usable
+        if any(tp.segmentation and tp.segmentation.kind == "RTSTRUCT" for tp in p.timepoints)
+    ]
+    chosen = (rt[:1] + [p for p in usable if p not in rt[:1]])[:count]
+    assert len(chosen) == count, "the shared cohort has too few longitudinal patients"
+    return chosen
+
+
+def _timepoint_files(cohort: Path, tp) -> list[Path]:
+    files = sorted((cohort / tp.ct_dir).glob("*.dcm"))
+    if tp.segmentation is not None:
+        files.append(cohort / tp.segmentation.path)
+    return files
+
+
+def _example_settings(**overrides) -> dict:
+    """deploy/'s example settings (documented = tested), with the test's ports and paths."""
+    values = tomllib.loads(EXAMPLE_SETTINGS.read_text())
+    for machine_specific in (
+        "data_dir",
+        "scp_bind",
+        "status_bind",
+        "fhir_ndjson_dir",
+        "model_store_dir",
+    ):
+        values.pop(machine_specific, None)
+    values.update(overrides)
+    return values
+
+
+def _sr_instances(pacs, study_uid: str) -> list:
+    """SR instances of a study, found by DICOMweb QIDO (series?Modality=SR), read back."""
+    response = pacs.rest.get(f"/dicom-web/studies/{study_uid}/series", params={"Modality": "SR"})
+    if response.status_code == 204 or not response.content:
+        return []
+    response.raise_for_status()
+    datasets = []
+    for series in response.json():
+        series_uid = series["0020000E"]["Value"][0]
+        instances = pacs.rest.get(
+            f"/dicom-web/studies/{study_uid}/series/{series_uid}/instances"
+        ).json()
+        for instance in instances:
+            sop_uid = instance["00080018"]["Value"][0]
+            orthanc_id = pacs.find_instance(sop_uid)
+            data = pacs.rest.get(f"/instances/{orthanc_id}/file").content
+            datasets.append(dcmread(io.BytesIO(data)))
+    return datasets
+
+
+def _risk_assessments(fhir_server, patient_ref: str) -> list[dict]:
+    response = httpx.get(
+        f"{fhir_server.base_url}/RiskAssessment",
+        params={"subject": patient_ref},
+        headers=fhir_server.auth_headers,
+        timeout=30,
+    )
+    response.raise_for_status()
+    return [e["resource"] for e in response.json().get("entry", [])]
+
+
+def _offline_predict(files: list[Path], fhir_dir: Path, bundle: Path):
+    """The prediction for exactly these files and the cohort's NDJSON, without network.
+
+    Runs the same library path as ``icibenefit serve`` but offline (NDJSON
+    instead of the FHIR server, files instead of the index); the
+    ``icibenefit predict`` command is the pipeline area's and is a stub in this
+    build.
+    """
+    from icibenefit.reporting.processor import BundlePredictor, LazyClinicalSource
+    from icibenefit.settings import load_settings
+
+    settings = load_settings(None, model_bundle=bundle, fhir_ndjson_dir=fhir_dir)
+    patient_id = dcmread(files[0], stop_before_pixels=True).PatientID
+    record = LazyClinicalSource(settings).clinical_record(str(patient_id))
+    return BundlePredictor(settings)(record, files)
+
+
+def _probabilities(prediction) -> dict[str, float]:
+    return {ep.endpoint: ep.probability for ep in prediction.endpoints}
+
+
+def _expected_reports(cohort: Path, patient, bundle: Path, exclude: Path | None = None) -> dict:
+    """Offline, per study the service will process: which study gets the report, and what.
+
+    Each routed study (every study with CT) is one run over the patient's
+    studies up to its date; the report lands in the study of the latest CT the
+    model used, so runs whose model used the same inputs share one report.
+    """
+    expected = {}
+    for tp in patient.timepoints:
+        files = [
+            f
+            for other in patient.timepoints
+            if other.study_date <= tp.study_date
+            for f in _timepoint_files(cohort, other)
+            if f != exclude
+        ]
+        prediction = _offline_predict(files, cohort / "fhir", bundle)
+        used = sorted(prediction.imaging, key=lambda t: t.study_date)
+        expected[used[-1].study_uid if used else tp.study_uid] = prediction
+    return expected
+
+
+def _ra_probabilities(risk: dict) -> dict[str, float]:
+    return {p["outcome"]["coding"][0]["code"]: p["probabilityDecimal"] for p in risk["prediction"]}
+
+
+def _ra_of(risks: list[dict], sr_series_uid: str) -> dict:
+    return next(
+        r for r in risks if f"urn:oid:{sr_series_uid}" in {i["value"] for i in r["identifier"]}
+    )
+
+
+def test_orthanc_to_reports_and_rerun_after_late_instance(
+    small_cohort, demo_bundle, fhir_server, start_orthanc, tmp_path
+):
+    patients = _patients(small_cohort)
+    # The late instance: the first CT slice of a SEG patient's baseline, which every
+    # imaging model uses, so its arrival changes the inputs of the baseline run.
+    late_patient = next(
+        p
+        for p in patients
+        if all(tp.segmentation is None or tp.segmentation.kind == "SEG" for tp in p.timepoints)
+    )
+    late_tp = late_patient.timepoints[0]
+    late_file = sorted((small_cohort / late_tp.ct_dir).glob("*.dcm"))[0]
+    expected = {
+        p.patient_id: _expected_reports(small_cohort, p, demo_bundle, exclude=late_file)
+        for p in patients
+    }
+
+    fhir_server.load_ndjson(small_cohort)
+    scp_port = free_port()
+    pacs = start_orthanc(
+        aet="ORTHANC",
+        modalities={"ICIBENEFIT": ("ICIBENEFIT", "127.0.0.1", scp_port)},
+        lua_scripts=[ROUTE_LUA],
+        stable_age=1,
+        dicomweb=True,
+    )
+    settings = listener_settings(
+        tmp_path,
+        **_example_settings(
+            scp_port=scp_port,
+            allowed_calling_ae_titles=[pacs.aet],
+            pacs_ae_title=pacs.aet,
+            pacs_host="127.0.0.1",
+            pacs_port=pacs.dicom_port,
+            fhir_base_url=fhir_server.base_url,
+            model_bundle=str(demo_bundle),
+            study_quiet_seconds=1.0,
+            retry_base_seconds=0.5,
+            workers=2,
+            job_processor="icibenefit.reporting.processor:build_processor",
+        ),
+    )
+    server = ListenerProcess(tmp_path, settings).start()
+    for patient in patients:
+        for tp in patient.timepoints:
+            for path in _timepoint_files(small_cohort, tp):
+                if path != late_file:
+                    pacs.upload(path)
+    studies = {tp.study_uid for p in patients for tp in p.timepoints}
+
+    def settled(version_of: dict[str, int]) -> bool:
+        jobs = server.get("/jobs")
+        done = {(j["study_uid"], j["version"]) for j in jobs if j["state"] == "done"}
+        busy = any(j["state"] in ("queued", "running", "failed", "dead") for j in jobs)
+        wanted = {(study, version_of.get(study, 1)) for study in studies}
+        return wanted <= done and not busy and "icibenefit_outbox_depth 0" in server.metrics()
+
+    server.wait_for(lambda: settled({}), timeout=600)
+
+    first_srs = {}
+    for patient in patients:
+        patient_ref = f"Patient/pat-{patient.patient_id.lower()}"
+        risks = _risk_assessments(fhir_server, patient_ref)
+        assert len(risks) == len(expected[patient.patient_id]), "one RiskAssessment per report"
+        for study_uid, prediction in expected[patient.patient_id].items():
+            if not prediction.imaging:
+                continue
+            srs = pacs.wait_for(lambda s=study_uid: _sr_instances(pacs, s), timeout=60)
+            assert len(srs) == 1, "exactly one SR per run"
+            sr = first_srs[study_uid] = srs[0]
+            assert read_probabilities(sr) == pytest.approx(_probabilities(prediction), abs=1e-6)
+            ra = _ra_of(risks, sr.SeriesInstanceUID)
+            assert _ra_probabilities(ra) == pytest.approx(_probabilities(prediction), abs=1e-6)
+    assert first_srs, "the bundle served no imaging model: no SR to check"
+
+    for sr in first_srs.values():
+        path = tmp_path / f"{sr.SOPInstanceUID}.dcm"
+        sr.save_as(path, enforce_file_format=True)
+        check = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, check=False)
+        errors = [line for line in check.stderr.splitlines() if line.startswith("Error")]
+        assert not errors, check.stderr
+
+    # The late instance: a new run of its study, a second SR naming the first.
+    pacs.upload(late_file)
+    server.wait_for(lambda: settled({late_tp.study_uid: 2}), timeout=300)
+    rerun = _expected_reports(small_cohort, late_patient, demo_bundle)[late_tp.study_uid]
+    srs = pacs.wait_for(
+        lambda: (found := _sr_instances(pacs, late_tp.study_uid)) and len(found) == 2 and found,
+        timeout=60,
+    )
+    first = first_srs[late_tp.study_uid]
+    [second] = [ds for ds in srs if ds.SOPInstanceUID != first.SOPInstanceUID]
+    named = second.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert named.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
+    assert read_probabilities(second) == pytest.approx(_probabilities(rerun), abs=1e-6)
+    risks = _risk_assessments(fhir_server, f"Patient/pat-{late_patient.patient_id.lower()}")
+    assert len(risks) == len(expected[late_patient.patient_id]), "the rerun updated, not added"
+    ra = _ra_of(risks, second.SeriesInstanceUID)
+    assert _ra_probabilities(ra) == pytest.approx(_probabilities(rerun), abs=1e-6)
