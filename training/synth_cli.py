@@ -29,16 +29,30 @@ def synth_cohort(
             "--signal", min=0.0, help="Predictability of outcomes (default: tuned value)."
         ),
     ] = None,
+    identifier_system: Annotated[
+        str | None,
+        typer.Option(
+            "--identifier-system",
+            help="FHIR Patient.identifier system of the PatientID "
+            "(default urn:icibenefit:synthetic:mrn).",
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic cohort (DICOM CT + SEG/RTSTRUCT, FHIR NDJSON, CSV, manifest)."""
     from icibenefit.training.synth import DEFAULT_SIGNAL, generate_cohort
+    from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
 
     if size not in ("small", "full"):
         raise typer.BadParameter("must be 'small' or 'full'", param_hint="--size")
     chosen: Literal["small", "full"] = "small" if size == "small" else "full"
     try:
         manifest = generate_cohort(
-            out, patients, seed, size=chosen, signal=DEFAULT_SIGNAL if signal is None else signal
+            out,
+            patients,
+            seed,
+            size=chosen,
+            signal=DEFAULT_SIGNAL if signal is None else signal,
+            identifier_system=identifier_system or DEFAULT_IDENTIFIER_SYSTEM,
         )
     except FileExistsError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from exc
