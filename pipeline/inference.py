@@ -506,7 +506,11 @@ class BundlePredictor:
         """Timeline, images, masks and features of one patient (the training code's path)."""
         from icibenefit.errors import IciBenefitError
 
-        planned, decisions = plan_timepoints(files, record.treatment_start)
+        if self.imaging.normalizer is None:
+            return PatientFeatures(
+                record, (), ("the model bundle has no imaging model: clinical data only",)
+            )
+        planned, decisions = plan_timepoints(files, record)
         kept: list[TimepointFeatures] = []
         for timepoint in planned:
             try:
