@@ -29,8 +29,9 @@ baseline
 delta
     Relative net change of every hemogram value between the baseline panel and
     the first follow-up panel (cycle 2, else cycle 3), computed with
-    :func:`relative_change`.  The static block does not change over time, so it
-    has no delta and is not part of the delta vector (as for imaging deltas).
+    :func:`icibenefit.pipeline.delta.relative_change` like imaging deltas.
+    The static block does not change over time, so it has no delta and is not
+    part of the delta vector (as for imaging deltas).
 longitudinal
     Static block + the hemogram of every clinical timepoint concatenated; a
     missing panel is replaced by the closest available panel in time
@@ -54,6 +55,7 @@ from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from icibenefit.domain import Analyte, ClinicalRecord, LabPanel, LabTimepoint
+from icibenefit.pipeline.delta import relative_change
 
 FeatureKind = Literal["baseline", "delta", "longitudinal"]
 
@@ -74,8 +76,6 @@ DERIVED = ("nlr", "sii", "plr", "dnlr")
 LAB_TIMEPOINTS = (LabTimepoint.BASELINE, LabTimepoint.CYCLE2, LabTimepoint.CYCLE3)
 #: Nominal days after T0 of each clinical timepoint, used only to order them in time.
 NOMINAL_DAYS = {LabTimepoint.BASELINE: 0, LabTimepoint.CYCLE2: 21, LabTimepoint.CYCLE3: 42}
-#: Keeps ``(f1 - f0) / (|f0| + eps)`` finite when the baseline value is 0.
-DELTA_EPS = 1e-6
 
 _SITE_ALIASES = {"lymph node": "lymph_node", "lymphnode": "lymph_node", "nodal": "lymph_node"}
 _HISTOLOGY_ALIASES = {"epidermoid": "squamous", "squamous cell carcinoma": "squamous"}
@@ -182,18 +182,6 @@ def _closest_available(target: LabTimepoint, available: Sequence[LabTimepoint]) 
         available,
         key=lambda tp: (abs(NOMINAL_DAYS[tp] - NOMINAL_DAYS[target]), NOMINAL_DAYS[tp]),
     )
-
-
-def relative_change(before: float, after: float, eps: float = DELTA_EPS) -> float:
-    """Relative net change ``(after - before) / (|before| + eps)``, ``0/0 -> 0``.
-
-    ``nan`` stays ``nan`` (a missing value is imputed later, not guessed here).
-    """
-    if math.isnan(before) or math.isnan(after):
-        return math.nan
-    if after == before:
-        return 0.0
-    return (after - before) / (abs(before) + eps)
 
 
 def clinical_vector(

@@ -53,11 +53,10 @@ from icibenefit.pipeline.clinical_features import (
     clinical_vector,
     imputation_decisions,
     lab_observation_ids,
-    relative_change,
 )
+from icibenefit.pipeline.delta import SLOTS, delta_features, longitudinal_vector
 
 Kind = Literal["baseline", "delta", "longitudinal"]
-SLOTS = ("baseline", "followup1", "followup2")
 RISK_THRESHOLD = 0.5
 DELTA_QUANTILES = (1.0, 99.0)
 SOURCE_TITLES = {"clinical": "clinical", "radiomics": "radiomics", "dfimm": "DF-imm"}
@@ -123,15 +122,8 @@ def _imaging_vector(
     if len(slots) < 2:
         return None
     if kind == "delta":
-        before, after = slots[0], slots[1]
-        return {
-            f"delta.{k}": relative_change(float(before[k]), float(after.get(k, math.nan)))
-            for k in before
-        }
-    vector: dict[str, float] = {}
-    for index, slot in enumerate(SLOTS):
-        nearest = min(range(len(slots)), key=lambda i: (abs(i - index), i))
-        vector |= {f"{slot}.{k}": float(v) for k, v in slots[nearest].items()}
+        return {f"delta.{k}": v for k, v in delta_features(slots[0], slots[1]).items()}
+    vector, _ = longitudinal_vector(dict(zip(SLOTS, slots, strict=False)))
     return vector
 
 

@@ -13,7 +13,6 @@ from icibenefit.pipeline.clinical_features import (
     feature_names,
     imputation_decisions,
     lab_observation_ids,
-    relative_change,
 )
 
 T0 = dt.date(2024, 3, 1)
@@ -103,12 +102,6 @@ def test_delta_and_nearest_in_time_imputation() -> None:
             "obs-cycle3-lymphocytes",
         ]
     )
-
-
-def test_relative_change_edges() -> None:
-    assert relative_change(0.0, 0.0) == 0.0
-    assert math.isnan(relative_change(math.nan, 1.0))
-    assert relative_change(2.0, 3.0) == pytest.approx(0.5, rel=1e-6)
 
 
 def test_kmeans_imputer_fills_from_nearest_centroid_and_keeps_observed() -> None:
