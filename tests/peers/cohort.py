@@ -1,10 +1,14 @@
 """Synthetic cohort fixtures (owned by the synth area).
 
 ``small_cohort`` is generated once per test session (12 patients, seed 9,
-size small: ~1,000 small DICOM files, a few seconds) and shared read-only by
+size small: ~650 small DICOM files, ~5 s of CPU) and shared read-only by
 every test that needs DICOM, FHIR NDJSON or ground truth.  Tests must not
-modify it; copy what you need to change.  ``make_cohort`` builds others
-(other sizes, seeds, signal strengths), cached per session by its arguments.
+modify it; copy what you need to change.  Seed 9 was chosen because its 12
+patients cover every case: 0, 1 and 2 follow-ups, SEG and RTSTRUCT patients
+(indices 3, 7, 11), and a follow-up whose tumour vanished (no segmentation);
+tests/unit/synth/test_cohort_layout.py keeps this true.
+``make_cohort`` builds others (other sizes, seeds, signal strengths), cached
+per session by its arguments.
 """
 
 from __future__ import annotations

@@ -113,3 +113,15 @@ def test_csv_agrees_with_the_manifest(small_cohort: Path) -> None:
         assert row["os_event"] == str(patient.outcomes.os_event)
         value = record.panel(LabTimepoint.BASELINE).get(Analyte.NEUTROPHILS)
         assert row["baseline_neutrophils"] == ("" if value is None else str(value))
+
+
+def test_fixture_covers_every_case(small_cohort: Path) -> None:
+    """Other areas' tests rely on the shared fixture containing each situation."""
+    patients = load_manifest(small_cohort).patients
+    assert {len(p.timepoints) - 1 for p in patients} == {0, 1, 2}
+    vanished = [tp for p in patients for tp in p.timepoints[1:] if tp.segmentation is None]
+    assert vanished
+    assert all(tp.tumour_volume_ml == 0 for tp in vanished)
+    assert any(
+        len(p.timepoints) == 3 and all(tp.segmentation for tp in p.timepoints) for p in patients
+    )
