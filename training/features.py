@@ -342,17 +342,27 @@ def _weights_digest(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _patch_one(planned: PlannedTimepoint, normalizer: Any) -> Any:
+def _patch_one(planned: PlannedTimepoint, normalizer: Any, cache_file: Path | None) -> Any:
+    import numpy as np
+
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.patches import tumour_patch
     from icibenefit.pipeline.segmentation import load_tumour_mask
 
+    if cache_file is not None and cache_file.is_file():
+        return np.load(cache_file, allow_pickle=False)
     try:
         ct = load_ct_volume(planned.ct_files)
         mask = load_tumour_mask(planned.segmentation_file, ct)
-        return tumour_patch(ct.image, mask.mask, normalizer).image
+        patch = tumour_patch(ct.image, mask.mask, normalizer).image
     except IciBenefitError:
         return None
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        with cache_file.with_suffix(".tmp").open("wb") as handle:
+            np.save(handle, patch, allow_pickle=False)
+        cache_file.with_suffix(".tmp").replace(cache_file)
+    return patch
 
 
 def _pretrained(cache_dir: Path | None, seed: int, budget: CnnBudget) -> Any:
@@ -400,10 +410,22 @@ def _fine_tuned_network(
     from icibenefit.training.dataset import endpoint_label
 
     budget = budget or CnnBudget()
+    hu = {"mean": normalizer.mean_, "std": normalizer.std_}
     labels = {p.patient_id: endpoint_label(p.outcomes, "pfs6") for p in cohort.patients}
     training = [(pid, t) for pid, t in jobs if pid not in test_ids and labels[pid] is not None]
     patches = _parallel(
-        _patch_one, [(t, normalizer) for _, t in training], workers, progress, "CNN patches"
+        _patch_one,
+        [
+            (
+                t,
+                normalizer,
+                None if cache_dir is None else cache_dir / f"{_cache_key('patch', t, hu)}.npy",
+            )
+            for _, t in training
+        ],
+        workers,
+        progress,
+        "CNN patches",
     )
     kept = [
         (pid, patch) for (pid, _), patch in zip(training, patches, strict=True) if patch is not None
