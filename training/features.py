@@ -232,9 +232,15 @@ def extract(
     jobs = [(pid, t) for pid, plan in sorted(plans.items()) for t in plan]
     network, cnn_state, cnn_manifest = None, None, None
     if want_deep:
-        network, cnn_state, cnn_manifest = _fine_tuned_network(
-            cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
-        )
+        try:
+            network, cnn_state, cnn_manifest = _fine_tuned_network(
+                cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
+            )
+        except TrainingError as exc:
+            # A demonstration cohort of a dozen patients cannot fine-tune the CNN;
+            # radiomics then stands in for DF-imm (the bundle manifest says so).
+            logger.warning("DF-imm skipped: %s", exc)
+            cnn_manifest = {"skipped": str(exc)}
     settings = ImagingSettings(normalizer, params, robustness.selected, network)
     parameters |= {
         "features": list(robustness.selected),
