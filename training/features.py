@@ -83,8 +83,15 @@ def _cache_key(kind: str, planned: PlannedTimepoint, parameters: Mapping[str, An
 
 
 def _robustness_table(
-    planned: PlannedTimepoint, normalizer: Any, params: Mapping[str, Any], seed: int
+    planned: PlannedTimepoint,
+    normalizer: Any,
+    params: Mapping[str, Any],
+    seed: int,
+    cache_file: Path | None,
 ) -> dict[str, dict[str, float]] | None:
+    if cache_file is not None and cache_file.is_file():
+        table: dict[str, dict[str, float]] | None = json.loads(cache_file.read_text())
+        return table
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.radiomics_features import extract_radiomics
     from icibenefit.pipeline.robustness import PerturbationConfig, perturbed_features
@@ -94,10 +101,15 @@ def _robustness_table(
         ct = load_ct_volume(planned.ct_files)
         mask = load_tumour_mask(planned.segmentation_file, ct)
         extract = functools.partial(extract_radiomics, normalizer=normalizer, params=params)
-        return perturbed_features(ct.image, mask.mask, extract, PerturbationConfig(seed=seed))
+        table = perturbed_features(ct.image, mask.mask, extract, PerturbationConfig(seed=seed))
     except IciBenefitError as exc:
         logger.info("robustness scan skipped: %s", exc)
-        return None
+        table = None
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        cache_file.with_suffix(".tmp").write_text(json.dumps(table))
+        cache_file.with_suffix(".tmp").replace(cache_file)
+    return table
 
 
 def _to_json(features: TimepointFeatures) -> dict[str, Any]:
@@ -211,7 +223,18 @@ def extract(
     robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
     tables = _parallel(
         _robustness_table,
-        [(t, normalizer, params, seed) for t in robust_scans[:ROBUSTNESS_SCANS]],
+        [
+            (
+                t,
+                normalizer,
+                params,
+                seed,
+                None
+                if cache_dir is None
+                else cache_dir / f"{_cache_key('robustness', t, parameters)}.json",
+            )
+            for t in robust_scans[:ROBUSTNESS_SCANS]
+        ],
         workers,
         progress,
         "robustness (ICC under perturbation)",
