@@ -179,3 +179,19 @@ def test_predictor_serves_the_richest_ensemble() -> None:
     assert no_ct.endpoints[0].model == "baseline RF (clinical)"
     assert no_ct.imaging == ()
     assert any("no usable baseline CT" in d for d in no_ct.decisions)
+
+
+def test_train_command_refuses_unknown_recipe_and_existing_bundle(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from icibenefit.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["train", "--cohort", str(tmp_path), "--out", str(tmp_path / "b"), "--recipe", "nope"]
+    )
+    assert isinstance(result.exception, ConfigurationError)
+    (tmp_path / "b").mkdir()
+    result = runner.invoke(app, ["train", "--cohort", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert isinstance(result.exception, TrainingError)
+    assert "already exists" in str(result.exception)
