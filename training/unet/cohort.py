@@ -10,6 +10,7 @@ any training patient may serve (baseline and follow-ups alike).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -58,7 +59,9 @@ def fit_unet_on_timepoints(
     TrainingError
         When no timepoint yields a patch.
     """
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned workers, as the trainer's: forking a parent that has run torch can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         patches: list[Any] = list(pool.map(_patch, timepoints, [normalizer] * len(timepoints)))
     usable = [p for p in patches if p is not None]
     if not usable:

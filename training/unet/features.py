@@ -68,6 +68,17 @@ def feature_names(n: int) -> list[str]:
 def unet_features(
     network: UNet25D, ct: sitk.Image, mask: sitk.Image, normalizer: IntensityNormalizer
 ) -> dict[str, float]:
-    """Named deep features of one CT timepoint (training and inference call this)."""
-    values = bottleneck_features(network, unet_patch(ct, mask, normalizer).image[None])[0]
+    """Named deep features of one CT timepoint (training and inference call this).
+
+    One patch on one torch thread: the convolution sums then run in one fixed
+    order, so a training worker and the service compute identical values
+    (the DF-imm CNN does the same).
+    """
+    patch = unet_patch(ct, mask, normalizer).image[None]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values = bottleneck_features(network, patch)[0]
+    finally:
+        torch.set_num_threads(threads)
     return dict(zip(feature_names(values.size), map(float, values), strict=True))
