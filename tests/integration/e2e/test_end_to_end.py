@@ -17,7 +17,10 @@ predecessor while the RiskAssessment count stays the same.
 from __future__ import annotations
 
 import io
+import json
+import os
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
 ROUTE_LUA = REPO / "deploy" / "orthanc" / "route-to-icibenefit.lua"
 EXAMPLE_SETTINGS = REPO / "deploy" / "icibenefit.example.toml"
+ICIBENEFIT = str(Path(sys.executable).with_name("icibenefit"))
 
 
 def _patients(cohort: Path, count: int = 3) -> list:
@@ -109,21 +113,50 @@ def _risk_assessments(fhir_server, patient_ref: str) -> list[dict]:
     return [e["resource"] for e in response.json().get("entry", [])]
 
 
-def _offline_predict(files: list[Path], fhir_dir: Path, bundle: Path):
-    """The prediction for exactly these files and the cohort's NDJSON, without network.
-
-    Runs the same library path as ``icibenefit serve`` but offline (NDJSON
-    instead of the FHIR server, files instead of the index); the
-    ``icibenefit predict`` command is the pipeline area's and is a stub in this
-    build.
-    """
-    from icibenefit.reporting.processor import BundlePredictor, LazyClinicalSource
+def _library_predict(files: list[Path], fhir_dir: Path, bundle: Path):
+    """In-process prediction through the function ``icibenefit predict`` uses."""
+    from icibenefit.pipeline.inference import open_bundle
+    from icibenefit.reporting.processor import LazyClinicalSource
     from icibenefit.settings import load_settings
 
-    settings = load_settings(None, model_bundle=bundle, fhir_ndjson_dir=fhir_dir)
+    settings = load_settings(None, fhir_ndjson_dir=fhir_dir)
     patient_id = dcmread(files[0], stop_before_pixels=True).PatientID
     record = LazyClinicalSource(settings).clinical_record(str(patient_id))
-    return BundlePredictor(settings)(record, files)
+    return open_bundle(bundle).predict(sorted(str(f) for f in files), record)
+
+
+def _offline_predict(files: list[Path], fhir_dir: Path, bundle: Path, workdir: Path) -> dict:
+    """``icibenefit predict`` (offline: files and NDJSON) on exactly these files."""
+    patient_id = str(dcmread(files[0], stop_before_pixels=True).PatientID)
+    folder = workdir / "dicom" / patient_id
+    folder.mkdir(parents=True)
+    for index, path in enumerate(files):
+        (folder / f"{index:04d}.dcm").symlink_to(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICIBENEFIT_")}
+    result = subprocess.run(
+        [
+            ICIBENEFIT,
+            "predict",
+            "--dicom",
+            str(workdir / "dicom"),
+            "--clinical",
+            str(fhir_dir),
+            "--patient",
+            patient_id,
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(workdir / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    prediction = json.loads(Path(result.stdout.strip().splitlines()[-1]).read_text())
+    return {ep["endpoint"]: ep["probability"] for ep in prediction["endpoints"]}
 
 
 def _probabilities(prediction) -> dict[str, float]:
@@ -146,10 +179,17 @@ def _expected_reports(cohort: Path, patient, bundle: Path, exclude: Path | None 
             for f in _timepoint_files(cohort, other)
             if f != exclude
         ]
-        prediction = _offline_predict(files, cohort / "fhir", bundle)
+        prediction = _library_predict(files, cohort / "fhir", bundle)
         used = sorted(prediction.imaging, key=lambda t: t.study_date)
-        expected[used[-1].study_uid if used else tp.study_uid] = prediction
+        report_study = used[-1].study_uid if used else tp.study_uid
+        expected.pop(report_study, None)  # keep runs in order: the last run ends the dict
+        expected[report_study] = prediction
     return expected
+
+
+def _final_run(expected: dict):
+    """The report study and prediction of the patient's last run (its latest study)."""
+    return next(reversed(expected.items()))
 
 
 def _ra_probabilities(risk: dict) -> dict[str, float]:
@@ -238,6 +278,23 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
             assert _ra_probabilities(ra) == pytest.approx(_probabilities(prediction), abs=1e-6)
     assert first_srs, "the bundle served no imaging model: no SR to check"
 
+    # What the PACS and the EHR hold equals the offline command for the same inputs
+    # (each patient's last run: all its studies).
+    for patient in patients:
+        report_study, final = _final_run(expected[patient.patient_id])
+        files = [
+            f
+            for tp in patient.timepoints
+            for f in _timepoint_files(small_cohort, tp)
+            if f != late_file
+        ]
+        offline = _offline_predict(
+            files, small_cohort / "fhir", demo_bundle, tmp_path / "offline" / patient.patient_id
+        )
+        assert offline == pytest.approx(_probabilities(final), abs=1e-9)
+        if final.imaging:
+            assert read_probabilities(first_srs[report_study]) == pytest.approx(offline, abs=1e-6)
+
     for sr in first_srs.values():
         path = tmp_path / f"{sr.SOPInstanceUID}.dcm"
         sr.save_as(path, enforce_file_format=True)
@@ -248,7 +305,17 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
     # The late instance: a new run of its study, a second SR naming the first.
     pacs.upload(late_file)
     server.wait_for(lambda: settled({late_tp.study_uid: 2}), timeout=300)
-    rerun = _expected_reports(small_cohort, late_patient, demo_bundle)[late_tp.study_uid]
+    late_files = [
+        f
+        for tp in late_patient.timepoints
+        if tp.study_date <= late_tp.study_date
+        for f in _timepoint_files(small_cohort, tp)
+    ]
+    rerun = _library_predict(late_files, small_cohort / "fhir", demo_bundle)
+    offline_rerun = _offline_predict(
+        late_files, small_cohort / "fhir", demo_bundle, tmp_path / "offline" / "late"
+    )
+    assert offline_rerun == pytest.approx(_probabilities(rerun), abs=1e-9)
     srs = pacs.wait_for(
         lambda: (found := _sr_instances(pacs, late_tp.study_uid)) and len(found) == 2 and found,
         timeout=60,
