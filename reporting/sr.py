@@ -150,7 +150,6 @@ def build_sr(
     for tp in timepoints:
         groups.append(
             _group(
-                prediction,
                 tp,
                 images_by_tp[tp.label],
                 seg_by_uid,
@@ -168,7 +167,6 @@ def build_sr(
     for ep in prediction.endpoints:
         groups.append(
             _group(
-                prediction,
                 anchor,
                 images_by_tp[anchor.label],
                 seg_by_uid,
@@ -284,7 +282,6 @@ def _is_seg(tp: ImagingTimepoint) -> bool:
 
 
 def _group(
-    prediction: Prediction,
     tp: ImagingTimepoint,
     tp_images: Sequence[Dataset],
     seg_by_uid: dict[str, Dataset],

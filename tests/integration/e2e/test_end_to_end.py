@@ -329,3 +329,12 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
     assert len(risks) == len(expected[late_patient.patient_id]), "the rerun updated, not added"
     ra = _ra_of(risks, second.SeriesInstanceUID)
     assert _ra_probabilities(ra) == pytest.approx(_probabilities(rerun), abs=1e-6)
+
+    # Every step left an audit entry, and none names a patient or a study in clear.
+    audit_text = (Path(settings["data_dir"]) / "audit" / "audit.jsonl").read_text()
+    events = {json.loads(line)["event"] for line in audit_text.splitlines()}
+    assert {"received", "study_stable", "fetched", "reported", "sent"} <= events
+    for patient in patients:
+        assert patient.patient_id.lower() not in audit_text.lower()
+        for tp in patient.timepoints:
+            assert tp.study_uid not in audit_text
