@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,10 +128,3 @@ def holdout_split(eligible: Mapping[str, tuple[bool, ...]], fraction: float, see
         order = rng.permutation(len(members))
         chosen.update(members[i] for i in order[: counts[key]])
     return chosen
-
-
-def require_both_classes(labels: Iterable[int], what: str) -> None:
-    """Raise a clear error when a training set lacks responders or non-responders."""
-    present = set(labels)
-    if present != {0, 1}:
-        raise TrainingError(f"{what}: training labels need both classes, got {sorted(present)}")
