@@ -111,10 +111,14 @@ def device_uid(prediction: Prediction) -> str:
 
 
 def risk_assessment_identifier(prediction: Prediction, study_uid: str | None = None) -> str:
-    """Business identifier shared by every run for one (study, bundle version).
+    """Business identifier of the RiskAssessment of one processed study and model version.
 
-    A rerun after late instances *updates* the RiskAssessment carrying this
-    identifier instead of creating a second one (issue 6: the count stays one);
-    the input set of the current run is a second identifier (the SR's UID).
+    ``study_uid`` is the study whose run this is (the job's); it defaults to
+    the study of the latest CT used.  One RiskAssessment per processed study:
+    its reruns (late instances) *update* it instead of adding a second one
+    (issue 6: the count stays one), whatever CT the model ended up using; the
+    input set of the current run is a second identifier (the SR's UID).
     """
-    return f"urn:oid:{sr_series_uid(prediction, study_uid)}"
+    study = report_study_uid(prediction, study_uid) if study_uid is None else study_uid
+    uid = _uid("risk-assessment", study, prediction.bundle_name, prediction.bundle_version)
+    return f"urn:oid:{uid}"

@@ -16,11 +16,13 @@ study (the seam is documented in :mod:`icibenefit.listener.jobs`).  It
    RiskAssessment on their business identifiers (a copy is kept in
    ``<data_dir>/reports/fhir/<study>/<input set>.json``).
 
-Idempotence: the SR's UIDs and the RiskAssessment's identifiers derive from
-(study, model version, input set), and the outbox ignores a dedup key it
-already holds, so a retried attempt queues nothing new.  A rerun after late
-instances has a new input set: a new SR naming its predecessor, and a new
-transaction that *updates* the one RiskAssessment of the study.
+Idempotence: the SR's UIDs derive from (study, model version, input set), the
+RiskAssessment's business identifier from (processed study, model version),
+and the outbox ignores a dedup key it already holds, so a retried attempt
+queues nothing new.  A rerun after late instances has a new input set: a new
+SR naming its predecessor, and a new transaction that *updates* the one
+RiskAssessment of the study.  Later studies of the patient that were reported
+already are re-reported in the same job (see :meth:`ReportingProcessor.process`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SR_ARCHIVE = Path("reports") / "sr"
 FHIR_ARCHIVE = Path("reports") / "fhir"
+RUN_LOG = Path("reports") / "runs"
 
 
 class PatientPredictor(Protocol):
@@ -120,44 +123,70 @@ class ReportingProcessor:
         self.records = records
         self.predictor = predictor
         self.archive = SrArchive(settings.data_dir / SR_ARCHIVE)
+        self.runs = RunLog(settings.data_dir / RUN_LOG)
 
     def process(self, job: Any) -> None:
-        """Run one job (a ``listener.jobs.JobContext``)."""
+        """Run one job (a ``listener.jobs.JobContext``).
+
+        The job's study is reported, then every *later* study of the patient
+        that was reported before: their inputs include this study's images, so
+        a late instance here (or a study that arrived after its successors)
+        would otherwise leave their reports stale.  Unchanged inputs give the
+        same UIDs and dedup keys, so the cascade only sends what changed.
+        """
         study = job.index.study(job.study_uid)
-        pseudonym = pseudonymize(study.patient_id, self.settings.pseudonym_key.get_secret_value())
+        patient_studies = job.index.patient_studies(job.study_uid)
+        later = [
+            s
+            for s in patient_studies
+            if study.study_date
+            and s.study_date > study.study_date
+            and self.runs.reported(s.study_uid)
+        ]
+        record: ClinicalRecord | None = None
+        for target in [study, *later]:
+            record = self._run(job, target, patient_studies, record)
+
+    def _run(
+        self, job: Any, target: Any, patient_studies: Sequence[Any], record: ClinicalRecord | None
+    ) -> ClinicalRecord:
+        """Predict and report as of ``target``'s date; return the clinical record for reuse."""
+        pseudonym = pseudonymize(target.patient_id, self.settings.pseudonym_key.get_secret_value())
         studies = [
             s
-            for s in job.index.patient_studies(job.study_uid)
-            if not study.study_date or not s.study_date or s.study_date <= study.study_date
+            for s in patient_studies
+            if not target.study_date or not s.study_date or s.study_date <= target.study_date
         ]
         instances = [i for s in studies for i in job.index.instances(s.study_uid)]
         log.info(
-            "job %s: patient %s, study version %s, %d studies, %d instances",
+            "job %s: patient %s, %s study, %d studies, %d instances",
             job.job_id,
             pseudonym,
-            job.version,
+            "its" if target.study_uid == job.study_uid else "a later",
             len(studies),
             len(instances),
         )
-        issuer = _issuer(instances)
-        record = self.records.clinical_record(study.patient_id, issuer)
+        if record is None:
+            record = self.records.clinical_record(target.patient_id, _issuer(instances))
         prediction = self.predictor(record, [i.path for i in instances])
-        reports = self.report(prediction, record, instances, job.study_uid)
+        reports = self.report(prediction, record, instances, target.study_uid)
         if reports.sr is not None:
-            job.outbox.enqueue_dicom(reports.sr, study_uid=job.study_uid, job_id=job.job_id)
+            job.outbox.enqueue_dicom(reports.sr, study_uid=target.study_uid, job_id=job.job_id)
+        key = identity.sr_instance_uid(prediction, target.study_uid)
         job.outbox.enqueue_fhir(
             "POST",
             "",
             reports.transaction,
-            f"fhir:riskassessment:{identity.sr_instance_uid(prediction, job.study_uid)}",
-            study_uid=job.study_uid,
+            f"fhir:riskassessment:{key}",
+            study_uid=target.study_uid,
             job_id=job.job_id,
         )
+        self.runs.record(target.study_uid, key)
         audit.record(
             "reported",
             component="reporting",
-            patient_id=study.patient_id,
-            study_uid=job.study_uid,
+            patient_id=target.patient_id,
+            study_uid=target.study_uid,
             details={
                 "job": job.job_id,
                 "version": job.version,
@@ -165,7 +194,9 @@ class ReportingProcessor:
                 "ensemble": prediction.ensemble_kind,
                 "sr": str(reports.sr.SOPInstanceUID) if reports.sr is not None else None,
                 "predecessor": reports.predecessor_uid,
-                "risk_assessment": identity.risk_assessment_identifier(prediction, job.study_uid),
+                "risk_assessment": identity.risk_assessment_identifier(
+                    prediction, target.study_uid
+                ),
             },
         )
         log.info(
@@ -176,6 +207,7 @@ class ReportingProcessor:
             "queued" if reports.sr is not None else "not applicable (no CT used)",
             reports.predecessor_uid or "none",
         )
+        return record
 
     def report(
         self,
@@ -263,6 +295,25 @@ def transaction_bundle(
             },
         ],
     }
+
+
+class RunLog:
+    """Which studies were reported, with the input set of their last report.
+
+    One small file per study (``<data_dir>/reports/runs/<study>``): the cascade
+    of :meth:`ReportingProcessor.process` re-reports only studies found here.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def reported(self, study_uid: str) -> bool:
+        """Whether ``study_uid`` was reported before."""
+        return (self.root / study_uid).is_file()
+
+    def record(self, study_uid: str, input_set: str) -> None:
+        """Note the input set of the report just queued for ``study_uid``."""
+        _write_atomically(self.root / study_uid, input_set.encode())
 
 
 class SrArchive:

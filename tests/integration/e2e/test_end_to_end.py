@@ -28,6 +28,7 @@ import httpx
 import pytest
 from pydicom import dcmread
 
+from icibenefit.reporting import identity
 from icibenefit.reporting.sr import read_probabilities
 from tests.integration.listener.server import ListenerProcess, listener_settings
 from tests.peers.common import free_port
@@ -163,14 +164,15 @@ def _probabilities(prediction) -> dict[str, float]:
     return {ep.endpoint: ep.probability for ep in prediction.endpoints}
 
 
-def _expected_reports(cohort: Path, patient, bundle: Path, exclude: Path | None = None) -> dict:
-    """Offline, per study the service will process: which study gets the report, and what.
+def _expected_runs(cohort: Path, patient, bundle: Path, exclude: Path | None = None) -> list:
+    """Offline, each run the service will make: (its study, the SR's study, prediction).
 
-    Each routed study (every study with CT) is one run over the patient's
-    studies up to its date; the report lands in the study of the latest CT the
-    model used, so runs whose model used the same inputs share one report.
+    Every routed study (every study with CT) is one run over the patient's
+    studies up to its date; its SR lands in the study of the latest CT the
+    model used (runs with the same inputs share one SR), its RiskAssessment is
+    the run's own.
     """
-    expected = {}
+    runs = []
     for tp in patient.timepoints:
         files = [
             f
@@ -181,25 +183,19 @@ def _expected_reports(cohort: Path, patient, bundle: Path, exclude: Path | None 
         ]
         prediction = _library_predict(files, cohort / "fhir", bundle)
         used = sorted(prediction.imaging, key=lambda t: t.study_date)
-        report_study = used[-1].study_uid if used else tp.study_uid
-        expected.pop(report_study, None)  # keep runs in order: the last run ends the dict
-        expected[report_study] = prediction
-    return expected
-
-
-def _final_run(expected: dict):
-    """The report study and prediction of the patient's last run (its latest study)."""
-    return next(reversed(expected.items()))
+        runs.append((tp.study_uid, used[-1].study_uid if used else None, prediction))
+    return runs
 
 
 def _ra_probabilities(risk: dict) -> dict[str, float]:
     return {p["outcome"]["coding"][0]["code"]: p["probabilityDecimal"] for p in risk["prediction"]}
 
 
-def _ra_of(risks: list[dict], sr_series_uid: str) -> dict:
-    return next(
-        r for r in risks if f"urn:oid:{sr_series_uid}" in {i["value"] for i in r["identifier"]}
-    )
+def _ra_of(risks: list[dict], prediction, study_uid: str) -> dict:
+    """The RiskAssessment of the run of ``study_uid``, found by its business identifier."""
+    wanted = identity.risk_assessment_identifier(prediction, study_uid)
+    [risk] = [r for r in risks if wanted in {i["value"] for i in r["identifier"]}]
+    return risk
 
 
 def test_orthanc_to_reports_and_rerun_after_late_instance(
@@ -216,7 +212,7 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
     late_tp = late_patient.timepoints[0]
     late_file = sorted((small_cohort / late_tp.ct_dir).glob("*.dcm"))[0]
     expected = {
-        p.patient_id: _expected_reports(small_cohort, p, demo_bundle, exclude=late_file)
+        p.patient_id: _expected_runs(small_cohort, p, demo_bundle, exclude=late_file)
         for p in patients
     }
 
@@ -264,24 +260,24 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
 
     first_srs = {}
     for patient in patients:
-        patient_ref = f"Patient/pat-{patient.patient_id.lower()}"
-        risks = _risk_assessments(fhir_server, patient_ref)
-        assert len(risks) == len(expected[patient.patient_id]), "one RiskAssessment per report"
-        for study_uid, prediction in expected[patient.patient_id].items():
-            if not prediction.imaging:
-                continue
-            srs = pacs.wait_for(lambda s=study_uid: _sr_instances(pacs, s), timeout=60)
-            assert len(srs) == 1, "exactly one SR per run"
-            sr = first_srs[study_uid] = srs[0]
-            assert read_probabilities(sr) == pytest.approx(_probabilities(prediction), abs=1e-6)
-            ra = _ra_of(risks, sr.SeriesInstanceUID)
+        runs = expected[patient.patient_id]
+        risks = _risk_assessments(fhir_server, f"Patient/pat-{patient.patient_id.lower()}")
+        assert len(risks) == len(runs), "one RiskAssessment per run"
+        for study_uid, report_study, prediction in runs:
+            ra = _ra_of(risks, prediction, study_uid)
             assert _ra_probabilities(ra) == pytest.approx(_probabilities(prediction), abs=1e-6)
+            if report_study is None:
+                continue
+            srs = pacs.wait_for(lambda s=report_study: _sr_instances(pacs, s), timeout=60)
+            assert len(srs) == 1, "one SR per distinct run (same inputs, same SR)"
+            sr = first_srs[report_study] = srs[0]
+            assert read_probabilities(sr) == pytest.approx(_probabilities(prediction), abs=1e-6)
     assert first_srs, "the bundle served no imaging model: no SR to check"
 
     # What the PACS and the EHR hold equals the offline command for the same inputs
     # (each patient's last run: all its studies).
     for patient in patients:
-        report_study, final = _final_run(expected[patient.patient_id])
+        _, report_study, final = expected[patient.patient_id][-1]
         files = [
             f
             for tp in patient.timepoints
@@ -292,7 +288,7 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
             files, small_cohort / "fhir", demo_bundle, tmp_path / "offline" / patient.patient_id
         )
         assert offline == pytest.approx(_probabilities(final), abs=1e-9)
-        if final.imaging:
+        if report_study is not None:
             assert read_probabilities(first_srs[report_study]) == pytest.approx(offline, abs=1e-6)
 
     for sr in first_srs.values():
@@ -327,7 +323,7 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
     assert read_probabilities(second) == pytest.approx(_probabilities(rerun), abs=1e-6)
     risks = _risk_assessments(fhir_server, f"Patient/pat-{late_patient.patient_id.lower()}")
     assert len(risks) == len(expected[late_patient.patient_id]), "the rerun updated, not added"
-    ra = _ra_of(risks, second.SeriesInstanceUID)
+    ra = _ra_of(risks, rerun, late_tp.study_uid)
     assert _ra_probabilities(ra) == pytest.approx(_probabilities(rerun), abs=1e-6)
 
     # Every step left an audit entry, and none names a patient or a study in clear.

@@ -227,3 +227,47 @@ def test_each_report_is_audited_without_clear_identifiers(setup):
     assert reported[0]["details"]["sr"]
     assert case.patient_id not in text
     assert latest not in text
+
+
+def test_earlier_study_cascades_to_later_reported_studies_only(setup):
+    case, settings, conn, processor, predictor, job = setup
+    baseline, followup1, latest = (tp.study_uid for tp in case.timepoints)
+    processor.process(job(latest, job_id=1))
+    assert len(predictor.seen) == 1
+    # A late instance in the baseline: its run, then the later study that was reported.
+    predictor.labs = ("obs-1", "obs-late")
+    processor.process(job(baseline, version=2, job_id=2))
+    assert len(predictor.seen) == 3
+    assert {p.parent.name for p in predictor.seen[1]} == {baseline}
+    assert {p.parent.name for p in predictor.seen[2]} == {baseline, followup1, latest}
+    items = _items(conn)
+    assert [(r["kind"], r["study_uid"]) for r in items] == [
+        ("dicom", latest),
+        ("fhir", latest),
+        ("dicom", baseline),
+        ("fhir", baseline),
+        ("dicom", latest),
+        ("fhir", latest),
+    ]
+    OutboxSender(conn, settings).deliver_due()
+    latest_srs = sorted(
+        (
+            ds
+            for ds in (dcmread(p) for p in (settings.data_dir / "outbox" / "dicom").glob("*.dcm"))
+            if ds.StudyInstanceUID == latest
+        ),
+        key=lambda ds: ds.InstanceNumber,
+    )
+    assert len(latest_srs) == 2
+    named = latest_srs[1].PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0]
+    assert named.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == latest_srs[0].SOPInstanceUID
+
+
+def test_cascade_with_unchanged_inputs_sends_nothing_new(setup):
+    case, _, conn, processor, _, job = setup
+    baseline, latest = case.timepoints[0].study_uid, case.timepoints[-1].study_uid
+    processor.process(job(latest, job_id=1))
+    processor.process(job(baseline, job_id=2))
+    before = len(_items(conn))
+    processor.process(job(baseline, version=2, job_id=3))
+    assert len(_items(conn)) == before
