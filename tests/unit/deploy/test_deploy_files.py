@@ -65,4 +65,5 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     assert "PYTHONSAFEPATH=1" in text
     assert re.search(r"^HEALTHCHECK .*\n?.*/health", text, re.MULTILINE)
     assert 'VOLUME ["/data"]' in text
-    assert "pip wheel" in text and "/wheels/icibenefit-" in text
+    assert "pip wheel" in text
+    assert "/wheels/icibenefit-" in text
