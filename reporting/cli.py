@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from icibenefit import audit
 from icibenefit.cli_common import configure_logging, settings_from
 
 
@@ -40,6 +41,7 @@ def demo(
         ctx, data_dir=data_dir, scp_port=port, study_quiet_seconds=2.0, status_port=0
     )
     configure_logging(settings)
+    audit.configure(settings)  # the demo's model promotion is audited too
     for noisy in ("shap", "pynetdicom", "pykwalify", "radiomics", "matplotlib", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     console = Console()
