@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from icibenefit.pipeline.inference import (
     timepoint_features,
 )
 from icibenefit.training.dataset import Cohort
+from icibenefit.training.recipes import ImagingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -164,14 +166,20 @@ def extract(
     cache_dir: Path | None,
     progress: bool,
     cnn_budget: CnnBudget | None = None,
+    imaging: ImagingSpec | None = None,
 ) -> ExtractedFeatures:
-    """Run the stages of the module docstring; ``split`` draws the test set from availability."""
+    """Run the stages of the module docstring; ``split`` draws the test set from availability.
+
+    ``imaging`` (the recipe's) may restrict the CTs to the baseline, name another
+    pyradiomics parameter file of :mod:`icibenefit.pipeline`, or turn the
+    robustness selection off (every feature is then kept).
+    """
+    spec = imaging or ImagingSpec()
     import SimpleITK as sitk
 
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.normalization import IntensityNormalizer
-    from icibenefit.pipeline.radiomics_features import load_params, params_digest
-    from icibenefit.pipeline.robustness import select_robust_features
+    from icibenefit.pipeline.radiomics_features import PRODUCT_PARAMS, load_params, params_digest
 
     plans: dict[str, list[PlannedTimepoint]] = {}
     decisions: dict[str, list[str]] = {}
@@ -184,6 +192,11 @@ def extract(
         plans[patient.patient_id], decisions[patient.patient_id] = plan_timepoints(
             files, patient.record
         )
+        if spec.timepoints == "baseline" and len(plans[patient.patient_id]) > 1:
+            plans[patient.patient_id] = plans[patient.patient_id][:1]
+            decisions[patient.patient_id].append(
+                "follow-up CTs not used: the recipe is baseline-only"
+            )
     # Availability only (placeholders) decides the split, before anything is learned.
     availability = {
         p.patient_id: PatientFeatures(
@@ -193,7 +206,11 @@ def extract(
         for p in cohort.patients
     }
     test_ids = split(availability)
-    params = load_params()
+    params = (
+        load_params()
+        if spec.radiomics_params == PRODUCT_PARAMS
+        else load_params(Path(str(resources.files("icibenefit.pipeline") / spec.radiomics_params)))
+    )
     if not any(plans.values()):
         features = {
             p.patient_id: PatientFeatures(p.record, (), tuple(decisions[p.patient_id]))
@@ -219,6 +236,83 @@ def extract(
     # Rebuilt from the stored numbers, exactly as inference does from the bundle.
     normalizer = normalizer_from(preprocessing["hu"])
     parameters = {"hu": preprocessing["hu"], "radiomics": params_digest(params), "seed": seed}
+
+    selected: tuple[str, ...] | None = None
+    if spec.robustness:
+        selected, preprocessing["robustness"] = _robust_selection(
+            plans, test_ids, normalizer, params, parameters, seed, workers, progress, cache_dir
+        )
+    jobs = [(pid, t) for pid, plan in sorted(plans.items()) for t in plan]
+    network, cnn_state, cnn_manifest = None, None, None
+    if want_deep:
+        try:
+            network, cnn_state, cnn_manifest = _fine_tuned_network(
+                cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
+            )
+        except TrainingError as exc:
+            # A demonstration cohort of a dozen patients cannot fine-tune the CNN;
+            # radiomics then stands in for DF-imm (the bundle manifest says so).
+            logger.warning("DF-imm skipped: %s", exc)
+            cnn_manifest = {"skipped": str(exc)}
+    settings = ImagingSettings(normalizer, params, selected, network)
+    parameters |= {
+        "features": None if selected is None else list(selected),
+        "deep": None if cnn_state is None else _weights_digest(cnn_state),
+    }
+    outcomes = _parallel(
+        _extract_one,
+        [
+            (
+                t,
+                None
+                if cache_dir is None
+                else cache_dir / f"{_cache_key('timepoint', t, parameters)}.json",
+            )
+            for _, t in jobs
+        ],
+        workers,
+        progress,
+        "extracting imaging features",
+        _init_worker,
+        (settings,),
+    )
+    results = {(pid, t.label): outcome for (pid, t), outcome in zip(jobs, outcomes, strict=True)}
+    features = {}
+    for patient in cohort.patients:
+        pid = patient.patient_id
+        kept: list[TimepointFeatures] = []
+        notes = list(decisions[pid])
+        for t in plans[pid]:
+            outcome = results[(pid, t.label)]
+            if isinstance(outcome, str):
+                notes.append(outcome)
+            elif t.label == "baseline" or kept:
+                kept.append(outcome)
+        features[pid] = PatientFeatures(patient.record, tuple(kept), tuple(notes))
+    return ExtractedFeatures(
+        features,
+        test_ids,
+        preprocessing,
+        [] if selected is None else list(selected),
+        params,
+        cnn_state,
+        cnn_manifest,
+    )
+
+
+def _robust_selection(
+    plans: Mapping[str, list[PlannedTimepoint]],
+    test_ids: set[str],
+    normalizer: Any,
+    params: Mapping[str, Any],
+    parameters: Mapping[str, Any],
+    seed: int,
+    workers: int,
+    progress: bool,
+    cache_dir: Path | None,
+) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Radiomics features with ICC(3,1) >= threshold under perturbation of training CTs."""
+    from icibenefit.pipeline.robustness import select_robust_features
 
     robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
     tables = _parallel(
@@ -252,67 +346,12 @@ def extract(
         ICC_THRESHOLD,
         len(usable),
     )
-    jobs = [(pid, t) for pid, plan in sorted(plans.items()) for t in plan]
-    network, cnn_state, cnn_manifest = None, None, None
-    if want_deep:
-        try:
-            network, cnn_state, cnn_manifest = _fine_tuned_network(
-                cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
-            )
-        except TrainingError as exc:
-            # A demonstration cohort of a dozen patients cannot fine-tune the CNN;
-            # radiomics then stands in for DF-imm (the bundle manifest says so).
-            logger.warning("DF-imm skipped: %s", exc)
-            cnn_manifest = {"skipped": str(exc)}
-    settings = ImagingSettings(normalizer, params, robustness.selected, network)
-    parameters |= {
-        "features": list(robustness.selected),
-        "deep": None if cnn_state is None else _weights_digest(cnn_state),
-    }
-    outcomes = _parallel(
-        _extract_one,
-        [
-            (
-                t,
-                None
-                if cache_dir is None
-                else cache_dir / f"{_cache_key('timepoint', t, parameters)}.json",
-            )
-            for _, t in jobs
-        ],
-        workers,
-        progress,
-        "extracting imaging features",
-        _init_worker,
-        (settings,),
-    )
-    results = {(pid, t.label): outcome for (pid, t), outcome in zip(jobs, outcomes, strict=True)}
-    features = {}
-    for patient in cohort.patients:
-        pid = patient.patient_id
-        kept: list[TimepointFeatures] = []
-        notes = list(decisions[pid])
-        for t in plans[pid]:
-            outcome = results[(pid, t.label)]
-            if isinstance(outcome, str):
-                notes.append(outcome)
-            elif t.label == "baseline" or kept:
-                kept.append(outcome)
-        features[pid] = PatientFeatures(patient.record, tuple(kept), tuple(notes))
-    preprocessing["robustness"] = {
+    summary = {
         "threshold": ICC_THRESHOLD,
         "n_scans": len(usable),
         "n_candidates": len(robustness.icc),
     }
-    return ExtractedFeatures(
-        features,
-        test_ids,
-        preprocessing,
-        list(robustness.selected),
-        params,
-        cnn_state,
-        cnn_manifest,
-    )
+    return robustness.selected, summary
 
 
 def _parallel(

@@ -142,7 +142,7 @@ def tune_model(
         with warnings.catch_warnings():
             # Constant columns make f_classif warn; the selector then ranks them last.
             warnings.simplefilter("ignore", category=RuntimeWarning)
-            warnings.filterwarnings("ignore", message=".*[Ff]eatures .* are constant.*")
+            warnings.filterwarnings("ignore", message="(?s).*are constant")
             scores = cross_val_score(pipeline, X, y, cv=cv, scoring="roc_auc", n_jobs=1)
         return float(np.mean(scores))
 
@@ -155,7 +155,7 @@ def tune_model(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        warnings.filterwarnings("ignore", message=".*[Ff]eatures .* are constant.*")
+        warnings.filterwarnings("ignore", message="(?s).*are constant")
         pipeline.fit(X, y)
     params = best | {"smote_k_neighbors": smote_k}
     return TunedModel(pipeline, params, float(study.best_value), len(y), n_features)

@@ -12,7 +12,8 @@ made.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from icibenefit.domain import ENDPOINTS
 from icibenefit.errors import ConfigurationError
 
-Source = Literal["clinical", "radiomics", "dfimm"]
-ImagingSource = Literal["radiomics", "dfimm"]
+Source = Literal["clinical", "radiomics", "dfimm", "unet"]
+ImagingSource = Literal["radiomics", "dfimm", "unet"]
 Kind = Literal["baseline", "delta", "longitudinal"]
 KINDS: tuple[Kind, ...] = ("baseline", "delta", "longitudinal")
-IMAGING_SOURCES: tuple[ImagingSource, ...] = ("radiomics", "dfimm")
+IMAGING_SOURCES: tuple[ImagingSource, ...] = ("radiomics", "dfimm", "unet")
 
 
 class _Strict(BaseModel):
@@ -32,16 +33,21 @@ class _Strict(BaseModel):
 
 
 class EnsembleSpec(_Strict):
-    """Mean of the probabilities of ``sources`` (all of the same ``kind``)."""
+    """Mean of the probabilities of ``sources`` (all of the same ``kind``).
+
+    ``served`` marks the ensemble inference serves for its kind; without any
+    marked ensemble, clinical + the preferred imaging source is served.
+    """
 
     kind: Kind
     sources: tuple[Source, ...] = Field(min_length=2)
+    served: bool = False
 
 
 class SplitSpec(_Strict):
     """How patients are held out for the independent test set."""
 
-    scheme: Literal["holdout"] = "holdout"
+    scheme: Literal["holdout", "none"] = "holdout"
     test_fraction: float = Field(default=0.25, gt=0, lt=1)
     stratify_on: tuple[Literal["imaging_followup", "clinical_followup"], ...] = (
         "imaging_followup",
@@ -50,10 +56,33 @@ class SplitSpec(_Strict):
 
 
 class CVSpec(_Strict):
-    """Cross-validation used to tune every model on the training set."""
+    """Cross-validation of the models.
 
+    ``single`` tunes on the training set with ``folds``-fold CV; ``nested``
+    also estimates performance over ``outer_folds`` (seed 2).
+    """
+
+    scheme: Literal["single", "nested"] = "single"
     folds: int = Field(default=3, ge=2)
+    outer_folds: int = Field(default=5, ge=2)
     scoring: Literal["roc_auc"] = "roc_auc"
+    risk_cutoff: float | Literal["median"] = 0.5
+
+
+class ImagingSpec(_Strict):
+    """Which CTs feed the imaging features and how radiomics are configured."""
+
+    timepoints: Literal["all", "baseline"] = "all"
+    radiomics_params: str = "radiomics_params.yaml"
+    robustness: bool = True
+
+
+class UnetSpec(_Strict):
+    """Training settings of the UNET behind the ``unet`` deep radiomics source (seed 2)."""
+
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=0.002, gt=0)
 
 
 class SearchSpace(_Strict):
@@ -85,6 +114,8 @@ class Recipe(_Strict):
     ensembles: tuple[EnsembleSpec, ...] = ()
     split: SplitSpec = Field(default_factory=SplitSpec)
     cv: CVSpec = Field(default_factory=CVSpec)
+    imaging: ImagingSpec = Field(default_factory=ImagingSpec)
+    unet: UnetSpec = Field(default_factory=UnetSpec)
     resample: dict[str, Literal["smote"]] = Field(default_factory=dict)
     smote_k_neighbors: int = Field(5, ge=1)
     imputer_clusters: int = Field(5, ge=1)
@@ -101,6 +132,10 @@ class Recipe(_Strict):
             missing = [s for s in spec.sources if s not in self.sources]
             if missing or spec.kind not in self.kinds:
                 raise ValueError(f"ensemble {spec} uses a source or kind the recipe lacks")
+        if self.cv.scheme == "nested" and self.split.scheme == "holdout":
+            raise ValueError(
+                "nested CV estimates on outer folds: use split scheme none, not holdout"
+            )
         return self
 
     def with_endpoints(self, endpoints: tuple[str, ...]) -> Recipe:
@@ -150,14 +185,16 @@ def available_recipes() -> list[str]:
 
 
 def load_recipe(name: str) -> Recipe:
-    """Load and validate the shipped recipe ``name``.
+    """Load and validate the shipped recipe ``name``, or a recipe YAML file at path ``name``.
 
     Raises
     ------
     ConfigurationError
         When no such recipe exists or its YAML is invalid.
     """
-    resource = resources.files("icibenefit.training") / f"recipe_{name}.yaml"
+    resource: Any = resources.files("icibenefit.training") / f"recipe_{name}.yaml"
+    if name.endswith((".yaml", ".yml")):
+        resource = Path(name)
     if not resource.is_file():
         raise ConfigurationError(f"unknown recipe {name!r}; available: {available_recipes()}")
     try:

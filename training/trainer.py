@@ -95,7 +95,10 @@ def split_patients(
 
     A cohort without any usable CT (clinical-only) draws its test set from
     every patient with a baseline hemogram instead, so it can still be evaluated.
+    A recipe with split scheme ``none`` (nested CV estimates instead) has no test set.
     """
+    if recipe.split.scheme == "none":
+        return set()
     with_imaging = any(f.has_baseline_imaging for f in features.values())
     eligible: dict[str, tuple[bool, ...]] = {}
     for patient in cohort.patients:
@@ -321,8 +324,15 @@ def make_catalogue(
     served: dict[str, list[str]] = {}
     for kind in ("baseline", "longitudinal"):
         trained = _trained_sources(recipe, fitted, kind)
+        marked = [
+            list(spec.sources)
+            for spec in recipe.ensembles
+            if spec.served and spec.kind == kind and set(spec.sources) <= trained
+        ]
         imaging = recipe.imaging_source(trained)
-        if kind in recipe.kinds and imaging is not None and "clinical" in trained:
+        if marked:
+            served[kind] = [str(source) for source in marked[0]]
+        elif kind in recipe.kinds and imaging is not None and "clinical" in trained:
             served[kind] = ["clinical", imaging]
     if not _trained_sources(recipe, fitted, "baseline") >= {"clinical"}:
         raise TrainingError("the clinical baseline model could not be trained for every endpoint")
@@ -452,6 +462,7 @@ def train(
         cache_dir=cache_dir or out.parent / ".icibenefit-cache",
         progress=progress,
         cnn_budget=cnn_budget,
+        imaging=spec.imaging,
     )
     sources = tuple(
         s
