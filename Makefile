@@ -15,6 +15,8 @@ DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-pr
 # namespaces are not permitted, they run on the host's loopback.
 ISOLATE := $(shell unshare --net true 2>/dev/null && echo "unshare --net")
 PYTEST_ARGS ?=
+# Tests decode tool output as UTF-8 whatever the CI machine's locale is.
+export PYTHONUTF8 := 1
 
 .PHONY: setup run test test-unit test-integration wheel-check bench lint format clean
 

@@ -27,6 +27,7 @@ def test_demo_writes_sr_and_risk_assessment_to_the_local_outbox(demo_bundle, tmp
         [ICIBENEFIT, "demo", "--data-dir", str(data)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         env=env,
         timeout=600,
         check=False,
