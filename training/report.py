@@ -135,26 +135,6 @@ def _evaluate(
     )
 
 
-def _finite(value: Any) -> Any:
-    """Replace non-finite floats (e.g. an infinite HR bound on tiny groups) by None for JSON."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _write_evaluation(result: Any, folder: Path) -> None:
-    # The evaluation writer refuses infinite values (a Cox HR bound on a tiny or
-    # separated group); the model's row is still in this report's tables.
-    try:
-        write_evaluation(result, folder)
-    except ValueError as exc:
-        logger.warning("evaluation folder %s not written: %s", folder, exc)
-
-
 def write_report(
     out_dir: Path,
     data: TrainingData,
@@ -203,7 +183,7 @@ def write_report(
             if group and (
                 result := _evaluate(labels, per_model, group, titles, endpoint, data, n_boot, seed)
             ):
-                _write_evaluation(result, folder / kind)
+                write_evaluation(result, folder / kind)
         trained = {m.split("-")[0] for m in per_model}
         comparisons = []
         for comparison in recipe.comparisons:
@@ -216,14 +196,14 @@ def write_report(
                     comparisons.append(result)
         if comparisons:
             for index, result in enumerate(comparisons):
-                _write_evaluation(result, folder / "comparisons" / f"{index + 1}")
+                write_evaluation(result, folder / "comparisons" / f"{index + 1}")
         model_metrics = {}
         for result in singles:
             name = next(iter(result.models))
-            model_metrics[name] = _finite(result.metrics_json()["models"][name] | {"n": result.n})
+            model_metrics[name] = result.metrics_json()["models"][name] | {"n": result.n}
         metrics[endpoint] = {
             "models": model_metrics,
-            "delong": [_finite(pair) for r in comparisons for pair in r.metrics_json()["delong"]],
+            "delong": [pair for r in comparisons for pair in r.metrics_json()["delong"]],
             "cv_auc": {
                 name: round(t.cv_auc, 6)
                 for name, t in fitted.items()

@@ -184,7 +184,8 @@ class EvaluationResult:
 
 
 def _num(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+    """JSON has no NaN or infinity: an undefined or unbounded statistic is null."""
+    return float(value) if math.isfinite(value) else None
 
 
 def _pair(values: tuple[float, float]) -> list[float | None]:

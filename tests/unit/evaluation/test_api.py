@@ -229,3 +229,12 @@ def test_report_without_survival_data(tmp_path: Path) -> None:
     assert "roc.png" in names
     assert not any(n.startswith(("km_", "survival")) for n in names)
     assert result.metrics_json()["models"]["a"]["survival"] == {}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_undefined_or_unbounded_statistics_are_null_in_json(value: float) -> None:
+    """An infinite Cox HR bound (tiny, separated groups) must not break metrics.json."""
+    from icibenefit.training.evaluation.api import _pair
+
+    document = {"hr_ci": _pair((0.5, value))}
+    assert json.loads(json.dumps(document, allow_nan=False)) == {"hr_ci": [0.5, None]}
