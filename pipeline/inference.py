@@ -59,23 +59,32 @@ from icibenefit.pipeline.delta import SLOTS, delta_features, longitudinal_vector
 Kind = Literal["baseline", "delta", "longitudinal"]
 RISK_THRESHOLD = 0.5
 DELTA_QUANTILES = (1.0, 99.0)
-SOURCE_TITLES = {"clinical": "clinical", "radiomics": "radiomics", "dfimm": "DF-imm"}
+SOURCE_TITLES = {
+    "clinical": "clinical",
+    "radiomics": "radiomics",
+    "dfimm": "DF-imm",
+    "unet": "UNET deep radiomics",
+}
 
 
 @dataclass(frozen=True)
 class TimepointFeatures:
     """The imaging features of one CT timepoint the timeline kept.
 
-    ``deep`` and ``cnn_probability`` are ``None`` when the bundle has no CNN.
+    ``deep`` and ``cnn_probability`` are ``None`` when the bundle has no CNN,
+    ``unet`` (seed 2's deep radiomics) when it has no UNET.
     """
 
     timepoint: ImagingTimepoint
     radiomics: Mapping[str, float]
     deep: Mapping[str, float] | None = None
     cnn_probability: float | None = None
+    unet: Mapping[str, float] | None = None
 
     def source(self, name: str) -> Mapping[str, float] | None:
-        """The feature dict of imaging source ``name`` (``radiomics`` or ``dfimm``)."""
+        """The feature dict of imaging source ``name`` (``radiomics``, ``dfimm`` or ``unet``)."""
+        if name == "unet":
+            return self.unet
         return self.radiomics if name == "radiomics" else self.deep
 
 
@@ -423,6 +432,7 @@ class ImagingSettings:
     radiomics_params: Mapping[str, Any]
     radiomics_features: tuple[str, ...] | None
     network: Any = None
+    unet: Any = None
 
 
 def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> TimepointFeatures:
@@ -459,6 +469,11 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
         finally:
             torch.set_num_threads(threads)
         deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
+    unet: dict[str, float] | None = None
+    if settings.unet is not None:
+        from icibenefit.training.unet import unet_features
+
+        unet = unet_features(settings.unet, ct.image, mask.mask, settings.normalizer)
     timepoint = ImagingTimepoint(
         label=planned.label,
         study_uid=planned.study_uid,
@@ -470,7 +485,7 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
         segmentation_sop_class_uid=mask.sop_class_uid,
         segment_number=mask.segment_number,
     )
-    return TimepointFeatures(timepoint, radiomics, deep, probability)
+    return TimepointFeatures(timepoint, radiomics, deep, probability, unet)
 
 
 # --------------------------------------------------------------------------
@@ -543,6 +558,15 @@ def catalogue_from_manifest(manifest: Any) -> ModelCatalogue:
     )
 
 
+def bundle_unet(bundle: Any) -> Any:
+    """The bundle's UNET (seed 2's deep radiomics, ``tensors/unet``) in eval mode, or None."""
+    if "unet" not in bundle.names("tensors"):
+        return None
+    from icibenefit.training.unet import load_unet
+
+    return load_unet(bundle.tensors("unet"))
+
+
 def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
     """Load and verify a bundle and wrap it for inference.
 
@@ -569,6 +593,7 @@ def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
         radiomics_params=manifest.pyradiomics_params,
         radiomics_features=tuple(manifest.robust_features) or None,
         network=network,
+        unet=bundle_unet(bundle),
     )
     explainer = _bundle_explainer(bundle) if explain else None
     return BundlePredictor(bundle, Predictor(catalogue, bundle.estimator, explainer), imaging)

@@ -4,6 +4,7 @@ Bundle contents written here:
 
 * ``estimators/<endpoint>-<source>-<kind>.skops``: the fitted pipelines;
 * ``tensors/cnn.safetensors``: the fine-tuned CNN when the recipe uses it;
+* ``tensors/unet.safetensors``: seed 2's UNET when the recipe uses it;
 * ``json/shap-<endpoint>-clinical-<kind>.json``: SHAP background rows;
 * manifest: feature schema, preprocessing (HU statistics, delta bounds),
   pyradiomics parameters, robust features, metrics, recipe, and in ``extra``
@@ -74,6 +75,7 @@ def write_bundle(
             "hyperparameters": {name: t.params for name, t in fitted.items()},
             "cv_auc": {name: t.cv_auc for name, t in fitted.items()},
             "cnn": extracted.cnn_manifest,
+            "unet": extracted.unet_manifest,
         },
     )
     for name, tuned in sorted(fitted.items()):
@@ -82,4 +84,6 @@ def write_bundle(
         writer.add_json(f"shap-{e.estimator_name}", {"background": e.background.tolist()})
     if extracted.cnn_state is not None:
         writer.add_tensors("cnn", extracted.cnn_state)
+    if extracted.unet_state is not None:
+        writer.add_tensors("unet", extracted.unet_state)
     return writer.write()

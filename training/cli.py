@@ -25,7 +25,13 @@ def train(
         typer.Option("--trials", min=1, help="Optuna trials per model (default: the recipe's)."),
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of split, CV, tuning and forests.")] = 0,
-    recipe: Annotated[str, typer.Option("--recipe", help="Training recipe.")] = "farina2023",
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            help="Training recipe: farina2023 (seed 1), song2025 (seed 2) or a recipe YAML file.",
+        ),
+    ] = "farina2023",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes.")] = 2,
     report: Annotated[
         Path | None, typer.Option("--report", help="Report folder (default: <out>.report).")

@@ -40,7 +40,7 @@ from icibenefit.pipeline.inference import (
     timepoint_features,
 )
 from icibenefit.training.dataset import Cohort
-from icibenefit.training.recipes import ImagingSpec
+from icibenefit.training.recipes import ImagingSpec, UnetSpec
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class ExtractedFeatures:
     pyradiomics_params: dict[str, Any]
     cnn_state: Mapping[str, Any] | None = None
     cnn_manifest: dict[str, Any] | None = None
+    unet_state: Mapping[str, Any] | None = None
+    unet_manifest: dict[str, Any] | None = None
 
     @property
     def has_radiomics(self) -> bool:
@@ -72,6 +74,11 @@ class ExtractedFeatures:
     def has_deep(self) -> bool:
         """Whether DF-imm features were extracted."""
         return any(t.deep is not None for f in self.features.values() for t in f.imaging)
+
+    @property
+    def has_unet(self) -> bool:
+        """Whether UNET deep radiomics (seed 2) were extracted."""
+        return any(t.unet is not None for f in self.features.values() for t in f.imaging)
 
 
 def _cache_key(kind: str, planned: PlannedTimepoint, parameters: Mapping[str, Any]) -> str:
@@ -120,6 +127,7 @@ def _to_json(features: TimepointFeatures) -> dict[str, Any]:
         "radiomics": dict(features.radiomics),
         "deep": None if features.deep is None else dict(features.deep),
         "cnn_probability": features.cnn_probability,
+        "unet": None if features.unet is None else dict(features.unet),
     }
 
 
@@ -129,6 +137,7 @@ def _from_json(document: dict[str, Any]) -> TimepointFeatures:
         document["radiomics"],
         document["deep"],
         document["cnn_probability"],
+        document.get("unet"),
     )
 
 
@@ -167,12 +176,14 @@ def extract(
     progress: bool,
     cnn_budget: CnnBudget | None = None,
     imaging: ImagingSpec | None = None,
+    unet: UnetSpec | None = None,
 ) -> ExtractedFeatures:
     """Run the stages of the module docstring; ``split`` draws the test set from availability.
 
     ``imaging`` (the recipe's) may restrict the CTs to the baseline, name another
     pyradiomics parameter file of :mod:`icibenefit.pipeline`, or turn the
-    robustness selection off (every feature is then kept).
+    robustness selection off (every feature is then kept).  ``unet`` trains
+    seed 2's UNET on the training patients' CTs for the ``unet`` source.
     """
     spec = imaging or ImagingSpec()
     import SimpleITK as sitk
@@ -254,10 +265,16 @@ def extract(
             # radiomics then stands in for DF-imm (the bundle manifest says so).
             logger.warning("DF-imm skipped: %s", exc)
             cnn_manifest = {"skipped": str(exc)}
-    settings = ImagingSettings(normalizer, params, selected, network)
+    unet_network, unet_state, unet_manifest = None, None, None
+    if unet is not None:
+        unet_network, unet_state, unet_manifest = _trained_unet(
+            [t for pid, t in jobs if pid not in test_ids], normalizer, unet, seed, workers
+        )
+    settings = ImagingSettings(normalizer, params, selected, network, unet_network)
     parameters |= {
         "features": None if selected is None else list(selected),
         "deep": None if cnn_state is None else _weights_digest(cnn_state),
+        "unet": None if unet_state is None else _weights_digest(unet_state),
     }
     outcomes = _parallel(
         _extract_one,
@@ -297,7 +314,29 @@ def extract(
         params,
         cnn_state,
         cnn_manifest,
+        unet_state,
+        unet_manifest,
     )
+
+
+def _trained_unet(
+    timepoints: Sequence[PlannedTimepoint],
+    normalizer: Any,
+    spec: UnetSpec,
+    seed: int,
+    workers: int,
+) -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
+    """Seed 2's UNET trained to segment the training patients' tumours (no outcome used)."""
+    from icibenefit.training.unet import UNetConfig, load_unet, unet_manifest_entry
+    from icibenefit.training.unet.cohort import fit_unet_on_timepoints
+
+    config = UNetConfig(
+        epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate
+    )
+    state, history, n_patches = fit_unet_on_timepoints(
+        timepoints, normalizer, config, seed, workers
+    )
+    return load_unet(state), state, unet_manifest_entry(config, history, n_patches, seed)
 
 
 def _robust_selection(

@@ -252,7 +252,12 @@ class EndpointScores:
         return frame
 
 
-SOURCE_FEATURES = {"clinical": "Clinical data", "radiomics": "Radiomics", "dfimm": "DF-imm"}
+SOURCE_FEATURES = {
+    "clinical": "Clinical data",
+    "radiomics": "Radiomics",
+    "dfimm": "DF-imm",
+    "unet": "Deep radiomics (UNET)",
+}
 
 
 def score_test_set(
@@ -463,6 +468,7 @@ def train(
         progress=progress,
         cnn_budget=cnn_budget,
         imaging=spec.imaging,
+        unet=spec.unet if "unet" in spec.sources else None,
     )
     sources = tuple(
         s
@@ -470,6 +476,7 @@ def train(
         if s == "clinical"
         or (s == "radiomics" and extracted.has_radiomics)
         or (s == "dfimm" and extracted.has_deep)
+        or (s == "unet" and extracted.has_unet)
     )
     data = TrainingData(cohort, extracted.features, extracted.test_ids, sources)
     build_vectors(data, spec.kinds)
@@ -479,13 +486,45 @@ def train(
         len(data.test_ids),
         ", ".join(sources),
     )
+    nested = None
+    if spec.cv.scheme == "nested":  # seed 2: outer folds estimate, inner folds tune
+        from icibenefit.training.nested_cv import deployable, nested_cross_validation
+
+        nested = nested_cross_validation(
+            data,
+            spec,
+            trials=n_trials,
+            seed=seed,
+            workers=workers,
+            progress=progress,
+            titles=SOURCE_FEATURES,
+        )
     fitted = fit_models(fit_jobs(data, spec), spec, n_trials, seed, workers, progress)
+    if nested is not None:
+        spec, fitted = deployable(spec, fitted)
     catalogue = make_catalogue(data, spec, fitted)
-    scores = score_test_set(data, spec, fitted)
     explanations = report.explain_clinical(data, spec, fitted, catalogue, seed)
-    metrics = report.write_report(
-        report_out, data, spec, scores, fitted, explanations, n_boot=n_boot, seed=seed
-    )
+    if nested is not None:
+        from icibenefit.training.nested_report import write_nested_report
+
+        metrics = write_nested_report(
+            report_out,
+            nested,
+            {p.patient_id: p.outcomes for p in cohort.patients},
+            recipe_name=spec.name,
+            outer_folds=spec.cv.outer_folds,
+            inner_folds=spec.cv.folds,
+            risk_cutoff=spec.cv.risk_cutoff,
+            synthetic=cohort.synthetic,
+            deployed=spec.endpoints,
+            n_boot=n_boot,
+            seed=seed,
+        )
+    else:
+        scores = score_test_set(data, spec, fitted)
+        metrics = report.write_report(
+            report_out, data, spec, scores, fitted, explanations, n_boot=n_boot, seed=seed
+        )
     predictor = Predictor(catalogue, lambda name: fitted[name].pipeline)
     served = report.served_predictions(predictor, data)
     served.to_csv(report_out / "served_predictions.csv", index=False, float_format="%.17g")
