@@ -17,6 +17,9 @@ def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
     return load_settings(config_file, **overrides)
 
 
+NOISY_LIBRARY_LOGGERS = ("highdicom", "pykwalify", "radiomics")
+
+
 def configure_logging(settings: Settings) -> None:
     """Plain, greppable log lines on stderr.
 
@@ -28,6 +31,10 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # These libraries narrate every step at INFO (highdicom copies modules,
+    # pykwalify validates the radiomics YAML); only their warnings matter here.
+    for chatty in NOISY_LIBRARY_LOGGERS:
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
 
 
 def not_implemented(command: str) -> None:

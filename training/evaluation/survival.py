@@ -110,11 +110,14 @@ def cox_high_vs_low(
     beta = float(fitter.params_["high"])
     se = float(fitter.standard_errors_["high"])
     p = float(2 * norm.sf(abs(beta / se)))
-    return (
-        float(np.exp(beta)),
-        (float(np.exp(beta - Z_975 * se)), float(np.exp(beta + Z_975 * se))),
-        p,
-    )
+    # A separated or tiny group gives a huge SE: the bound is then honestly
+    # infinite (reported as null), not an overflow to warn about.
+    with np.errstate(over="ignore"):
+        return (
+            float(np.exp(beta)),
+            (float(np.exp(beta - Z_975 * se)), float(np.exp(beta + Z_975 * se))),
+            p,
+        )
 
 
 def c_index(times: NDArray[np.float64], events: NDArray[np.int_], scores: ArrayLike) -> float:
