@@ -23,6 +23,7 @@ Files::
     nested_cv_auc.{md,csv}         AUC mean +- SD (min-max) per model and endpoint
     calibration.{md,csv}           Brier, slope, intercept, HL chi2/df/p per model and endpoint
     hazard_ratios.{md,csv}         HR high vs low risk, 95% CI, Wald p, log-rank p
+    feature_importance.{md,csv}    top features of each deployed model (forest importances)
     auc_summary.png                mean AUC +- SD bars per endpoint
     calibration_summary.png        calibration curves of the ensembles per endpoint
     <endpoint>/predictions.csv     out-of-fold probabilities with their outer fold
@@ -288,6 +289,32 @@ def _calibration_plot(metrics: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def importance_table(
+    pipelines: Mapping[str, Any], schema: Mapping[str, Sequence[str]], top: int = 5
+) -> pd.DataFrame:
+    """Most influential features of each deployed single-source model (seed 2's predictors).
+
+    The forest's impurity importances (scikit-learn's ``feature_importances_``)
+    over the features its univariate selection kept, highest first.
+    """
+    rows = []
+    for name, pipeline in sorted(pipelines.items()):
+        kept = np.asarray(schema[name])[pipeline.named_steps["select"].get_support()]
+        importances = pipeline.named_steps["forest"].feature_importances_
+        order = np.argsort(-importances, kind="stable")[:top]
+        endpoint, source, _ = name.split("-", 2)
+        rows.append(
+            {
+                "Endpoint": endpoint.upper(),
+                "Source": source,
+                "Top features (importance)": ", ".join(
+                    f"{kept[i].removeprefix('baseline.')} ({importances[i]:.3f})" for i in order
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def _write_endpoint_folder(
     folder: Path,
     entry: NestedEndpoint,
@@ -350,10 +377,14 @@ def write_nested_report(
     deployed: Sequence[str],
     n_boot: int,
     seed: int,
+    deployed_models: Mapping[str, Any] | None = None,
+    feature_schema: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Write the report folder (module docstring) and return the metrics for the bundle.
 
-    ``deployed`` are the endpoints the bundle serves (models fitted on all patients).
+    ``deployed`` are the endpoints the bundle serves (models fitted on all
+    patients); with ``deployed_models`` (bundle name -> fitted pipeline) and
+    their ``feature_schema`` the report also lists their most influential features.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
@@ -398,11 +429,19 @@ def write_nested_report(
         line += "; served by the bundle" if entry["deployed"] else "; not served by the bundle"
         sections.append(line)
     sections.append("")
-    tables = (
+    tables: list[tuple[str, str, pd.DataFrame]] = [
         ("nested_cv_auc", "AUC over the outer folds: mean ± SD (min-max)", auc_table),
         ("calibration", "Calibration of the out-of-fold probabilities", calibration_table),
         ("hazard_ratios", "High vs low risk: hazard ratios", hr_table),
-    )
+    ]
+    if deployed_models and feature_schema:
+        tables.append(
+            (
+                "feature_importance",
+                "Most influential features of the deployed models",
+                importance_table(deployed_models, feature_schema),
+            )
+        )
     for stem, heading, table in tables:
         table.to_csv(out_dir / f"{stem}.csv", index=False)
         markdown = to_markdown(table) if not table.empty else "No estimable endpoint.\n"

@@ -519,6 +519,8 @@ def train(
             deployed=spec.endpoints,
             n_boot=n_boot,
             seed=seed,
+            deployed_models={name: tuned.pipeline for name, tuned in fitted.items()},
+            feature_schema=catalogue.feature_schema,
         )
     else:
         scores = score_test_set(data, spec, fitted)

@@ -122,6 +122,9 @@ def test_report_has_nested_aucs_or_says_why_not(trained: tuple[Path, Path, Path]
     assert (table["PFS36"] == "not estimable").all()
     for name in ("report.md", "calibration.csv", "hazard_ratios.csv", "auc_summary.png"):
         assert (report / name).is_file()
+    importance = pd.read_csv(report / "feature_importance.csv")
+    assert set(importance["Source"]) == {"clinical", "radiomics", "unet"}
+    assert set(importance["Endpoint"]) == {e.upper() for e in ENDPOINTS}
     for plot in ("calibration.png", "roc.png", "km_os.png"):
         assert (report / "os12" / "evaluation" / plot).is_file()
     assert "not estimable" in (report / "report.md").read_text()

@@ -159,3 +159,30 @@ def test_hazard_ratio_of_high_vs_low_risk_equals_lifelines(
         assert groups["p"] == pytest.approx(fitted.summary.loc["high", "p"], rel=1e-4)
     # The simulated risk is real: the clinical model's high-risk group dies sooner.
     assert metrics["clinical-baseline"]["risk_groups"]["hr_high_vs_low"] > 1
+
+
+def test_importance_table_names_the_selected_features_by_forest_importance() -> None:
+    from icibenefit.training.models import build_pipeline
+    from icibenefit.training.nested_report import importance_table
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(80, 6))
+    y = (X[:, 4] + 0.3 * rng.normal(size=80) > 0).astype(int)
+    pipeline = build_pipeline(
+        n_estimators=50,
+        max_depth=3,
+        max_features="sqrt",
+        k_features=3,
+        smote_k_neighbors=None,
+        imputer_clusters=2,
+        seed=0,
+    ).fit(X, y)
+    names = [f"baseline.f{i}" for i in range(6)]
+    table = importance_table(
+        {"os12-radiomics-baseline": pipeline}, {"os12-radiomics-baseline": names}
+    )
+    assert list(table["Endpoint"]) == ["OS12"]
+    assert list(table["Source"]) == ["radiomics"]
+    listed = table["Top features (importance)"].iloc[0].split(", ")
+    assert len(listed) == 3
+    assert listed[0].startswith("f4 (")
