@@ -54,7 +54,7 @@ from icibenefit.pipeline.clinical_features import (
     imputation_decisions,
     lab_observation_ids,
 )
-from icibenefit.pipeline.delta import SLOTS, delta_features, longitudinal_vector
+from icibenefit.pipeline.delta import SLOTS, DeltaClipper, delta_features, longitudinal_vector
 
 Kind = Literal["baseline", "delta", "longitudinal"]
 RISK_THRESHOLD = 0.5
@@ -179,14 +179,14 @@ def learn_delta_bounds(rows: Sequence[Mapping[str, float]]) -> dict[str, list[fl
     if not rows:
         return {}
     names = list(rows[0])
-    matrix = np.array([as_row(row, names) for row in rows])
-    bounds: dict[str, list[float]] = {}
-    for j, name in enumerate(names):
-        column = matrix[:, j][~np.isnan(matrix[:, j])]
-        if column.size:
-            low, high = np.percentile(column, DELTA_QUANTILES)
-            bounds[name] = [float(low), float(high)]
-    return bounds
+    clipper = DeltaClipper(*DELTA_QUANTILES).fit(np.array([as_row(row, names) for row in rows]))
+    # Stored by name in the bundle manifest, so inference clips a vector built
+    # from whatever features the patient has without relying on column order.
+    return {
+        name: [float(low), float(high)]
+        for name, low, high in zip(names, clipper.lower_, clipper.upper_, strict=True)
+        if not math.isnan(low)
+    }
 
 
 def model_title(source: str, kind: str) -> str:
