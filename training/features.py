@@ -475,22 +475,14 @@ def _patch_one(planned: PlannedTimepoint, normalizer: Any, cache_file: Path | No
 def _pretrained(cache_dir: Path | None, seed: int, budget: CnnBudget) -> Any:
     """Pretrained weights and report, cached on disk (pretraining does not see the cohort)."""
     from icibenefit.training.cnn import PretrainConfig, pretrain
-    from icibenefit.training.cnn.pretrain import PretrainReport, PretrainResult
-    from icibenefit.training.cnn.weights import load_weights, save_weights
+    from icibenefit.training.cnn.pretrain import pretrain_cached
 
     config = PretrainConfig(
         epochs=budget.pretrain_epochs, max_nodules=budget.pretrain_max_nodules, progress=False
     )
-    key = cache_key("pretrain", [], {"config": repr(config), "seed": seed})
-    weights = None if cache_dir is None else cache_dir / "pretrained" / f"{key}.safetensors"
-    if weights is not None and weights.is_file():
-        report = PretrainReport.from_dict(json.loads(weights.with_suffix(".json").read_text()))
-        return PretrainResult(state_dict=load_weights(weights), report=report)
-    result = pretrain(config, seed)
-    if weights is not None:
-        save_weights(result.state_dict, weights)
-        weights.with_suffix(".json").write_text(json.dumps(result.report.as_dict()))
-    return result
+    if cache_dir is None:
+        return pretrain(config, seed)
+    return pretrain_cached(config, seed, cache_dir / "pretrained")
 
 
 def _fine_tuned_network(
