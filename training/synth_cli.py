@@ -37,9 +37,18 @@ def synth_cohort(
             "(default urn:icibenefit:synthetic:mrn).",
         ),
     ] = None,
+    survival_scale: Annotated[
+        float | None,
+        typer.Option(
+            "--survival-scale",
+            min=1.0,
+            help="Stretch of survival for good responders: 1 (default) median OS ~10 months; "
+            "8 a long-survival cohort (seed 2) with estimable 36-month endpoints.",
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic cohort (DICOM CT + SEG/RTSTRUCT, FHIR NDJSON, CSV, manifest)."""
-    from icibenefit.training.synth import DEFAULT_SIGNAL, generate_cohort
+    from icibenefit.training.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
     from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
 
     if size not in ("small", "full"):
@@ -53,6 +62,7 @@ def synth_cohort(
             size=chosen,
             signal=DEFAULT_SIGNAL if signal is None else signal,
             identifier_system=identifier_system or DEFAULT_IDENTIFIER_SYSTEM,
+            survival_scale=DEFAULT_SURVIVAL_SCALE if survival_scale is None else survival_scale,
         )
     except FileExistsError as exc:
         raise typer.BadParameter(str(exc), param_hint="--out") from exc

@@ -7,8 +7,8 @@ modify it; copy what you need to change.  Seed 9 was chosen because its 12
 patients cover every case: 0, 1 and 2 follow-ups, SEG and RTSTRUCT patients
 (indices 3, 7, 11), and a follow-up whose tumour vanished (no segmentation);
 tests/unit/synth/test_cohort_layout.py keeps this true.
-``make_cohort`` builds others (other sizes, seeds, signal strengths), cached
-per session by its arguments.
+``make_cohort`` builds others (other sizes, seeds, signal strengths, survival
+scales), cached per session by its arguments.
 """
 
 from __future__ import annotations
@@ -24,10 +24,15 @@ SMALL_COHORT_SEED = 9
 
 
 def generate(
-    out_dir: Path, patients: int, seed: int, size: str = "small", signal: float | None = None
+    out_dir: Path,
+    patients: int,
+    seed: int,
+    size: str = "small",
+    signal: float | None = None,
+    survival_scale: float | None = None,
 ) -> Path:
     """Generate a cohort into ``out_dir`` and return it (imports lazily: heavy deps)."""
-    from icibenefit.training.synth import DEFAULT_SIGNAL, generate_cohort
+    from icibenefit.training.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
 
     generate_cohort(
         out_dir,
@@ -35,20 +40,30 @@ def generate(
         seed,
         size="full" if size == "full" else "small",
         signal=DEFAULT_SIGNAL if signal is None else signal,
+        survival_scale=DEFAULT_SURVIVAL_SCALE if survival_scale is None else survival_scale,
     )
     return out_dir
 
 
 @pytest.fixture(scope="session")
 def make_cohort(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """Return ``build(patients, seed, size="small", signal=None) -> Path``, cached per session."""
-    cache: dict[tuple[int, int, str, float | None], Path] = {}
+    """Return ``build(patients, seed, size="small", signal=None, survival_scale=None) -> Path``.
 
-    def build(patients: int, seed: int, size: str = "small", signal: float | None = None) -> Path:
-        key = (patients, seed, size, signal)
+    Cohorts are cached per session by the arguments.
+    """
+    cache: dict[tuple[int, int, str, float | None, float | None], Path] = {}
+
+    def build(
+        patients: int,
+        seed: int,
+        size: str = "small",
+        signal: float | None = None,
+        survival_scale: float | None = None,
+    ) -> Path:
+        key = (patients, seed, size, signal, survival_scale)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"cohort_{patients}p_seed{seed}_{size}")
-            cache[key] = generate(out, patients, seed, size, signal)
+            cache[key] = generate(out, patients, seed, size, signal, survival_scale)
         return cache[key]
 
     return build

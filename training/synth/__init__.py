@@ -26,6 +26,9 @@ Conventions a consumer can rely on (all deterministic for a given seed):
   others SEGs; a tumour below 1 ml has no segmentation file.
 * Signal: see :mod:`.outcomes`; at the default a logistic model on the
   observable changes reaches a PFS6 AUC of ~0.78.
+* Survival: by default median OS ~10 months (36-month landmarks hardly
+  estimable); ``survival_scale=LONG_SURVIVAL_SCALE`` gives a long-survival
+  cohort (seed 2's) -- see :mod:`.outcomes`.
 """
 
 from icibenefit.training.synth.cohort import generate_cohort
@@ -37,10 +40,16 @@ from icibenefit.training.synth.manifest import (
     TimepointEntry,
     load_manifest,
 )
-from icibenefit.training.synth.outcomes import DEFAULT_SIGNAL
+from icibenefit.training.synth.outcomes import (
+    DEFAULT_SIGNAL,
+    DEFAULT_SURVIVAL_SCALE,
+    LONG_SURVIVAL_SCALE,
+)
 
 __all__ = [
     "DEFAULT_SIGNAL",
+    "DEFAULT_SURVIVAL_SCALE",
+    "LONG_SURVIVAL_SCALE",
     "CohortManifest",
     "Outcomes",
     "PatientEntry",

@@ -41,6 +41,7 @@ from icibenefit.training.synth.manifest import (
 )
 from icibenefit.training.synth.outcomes import (
     DEFAULT_SIGNAL,
+    DEFAULT_SURVIVAL_SCALE,
     MONTH_DAYS,
     ResponseCourse,
     draw_course,
@@ -87,6 +88,7 @@ def generate_cohort(
     size: Size = "small",
     signal: float = DEFAULT_SIGNAL,
     identifier_system: str = DEFAULT_IDENTIFIER_SYSTEM,
+    survival_scale: float = DEFAULT_SURVIVAL_SCALE,
 ) -> CohortManifest:
     """Write a cohort of ``n_patients`` into ``out_dir`` and return its manifest.
 
@@ -103,6 +105,11 @@ def generate_cohort(
         Predictability of the outcome from the data (see :mod:`.outcomes`).
     identifier_system
         FHIR Patient.identifier system of the DICOM PatientID.
+    survival_scale
+        1 (default): median OS ~10 months, few patients event-free beyond 36
+        months; :data:`~.outcomes.LONG_SURVIVAL_SCALE` gives a long-survival
+        cohort in which the 36-month landmarks are estimable (see
+        :mod:`.outcomes`).  Recorded in the manifest only when not 1.
     """
     if n_patients < 1:
         raise ValueError(f"n_patients must be >= 1, got {n_patients}")
@@ -110,6 +117,8 @@ def generate_cohort(
         raise ValueError(f"signal must be a finite number >= 0, got {signal}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    if not (survival_scale >= 1 and math.isfinite(survival_scale)):
+        raise ValueError(f"survival_scale must be a finite number >= 1, got {survival_scale}")
     grid = grid_for(size)
     root = Path(out_dir)
     if root.is_dir() and any(root.iterdir()):
@@ -120,7 +129,7 @@ def generate_cohort(
     patients = []
     csv_rows = []
     for index in range(n_patients):
-        entry, draw = _generate_patient(root, seed, index, grid, signal)
+        entry, draw = _generate_patient(root, seed, index, grid, signal, survival_scale)
         for name, resources in patient_resources(
             draw, f"Patient {index + 1}", identifier_system
         ).items():
@@ -144,6 +153,7 @@ def generate_cohort(
         seed=seed,
         size=size,
         signal=signal,
+        survival_scale=None if survival_scale == DEFAULT_SURVIVAL_SCALE else survival_scale,
         patients=patients,
     )
     (root / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
@@ -169,10 +179,10 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 def _generate_patient(
-    root: Path, seed: int, index: int, grid: Grid, signal: float
+    root: Path, seed: int, index: int, grid: Grid, signal: float, survival_scale: float
 ) -> tuple[PatientEntry, ClinicalDraw]:
     patient_id = f"SYN{seed}-{index + 1:04d}"
-    course = draw_course(_rng(seed, index, _STREAM_COURSE), signal)
+    course = draw_course(_rng(seed, index, _STREAM_COURSE), signal, survival_scale)
     schedule_rng = _rng(seed, index, _STREAM_SCHEDULE)
     treatment_start = _FIRST_TREATMENT_START + dt.timedelta(
         days=int(schedule_rng.integers(0, 5 * 365))

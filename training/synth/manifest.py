@@ -77,11 +77,17 @@ class CohortManifest(_Strict):
     seed: int
     size: Literal["small", "full"]
     signal: float
+    #: ``None`` = the default outcome model (scale 1); absent from the JSON then,
+    #: so default manifests stay as they were before the option existed.
+    survival_scale: float | None = None
     patients: list[PatientEntry]
 
     def to_json(self) -> str:
         """Serialise deterministically (sorted keys, fixed indent) for byte-identical output."""
-        return json.dumps(self.model_dump(mode="json"), indent=1, sort_keys=True) + "\n"
+        unset = {"survival_scale"} if self.survival_scale is None else None
+        return (
+            json.dumps(self.model_dump(mode="json", exclude=unset), indent=1, sort_keys=True) + "\n"
+        )
 
 
 def load_manifest(cohort_dir: Path | str) -> CohortManifest:

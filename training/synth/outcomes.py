@@ -46,6 +46,25 @@ _FOLLOWUP_MIN_MONTHS, _FOLLOWUP_MAX_MONTHS = 14.0, 48.0
 _LOSS_TO_FOLLOWUP_MEAN_MONTHS = 80.0
 _ASSESSMENT_INTERVAL_MONTHS = 3.0
 
+#: Default ``survival_scale``: the unselected second-line cohort above.
+DEFAULT_SURVIVAL_SCALE = 1.0
+#: ``survival_scale`` of a "long-survival" cohort like seed 2's (stage IV NSCLC
+#: treated 2013-2022, many durable responders).  Each patient's PFS and
+#: post-progression survival are multiplied by ``scale ** Phi(latent)``, Phi
+#: the standard-normal CDF: ~1 for non-responders (the early deaths stay, so
+#: OS12 keeps its events), ``sqrt(scale)`` for the median patient, up to
+#: ``scale`` for the best responders -- the durable-response tail of
+#: checkpoint inhibition, driven by the same latent as everything else, and
+#: drawing no extra random numbers.  Follow-up (accrual window, loss to
+#: follow-up) stretches by the median patient's factor ``sqrt(scale)`` so the
+#: censoring share stays close to scale 1's.  At 8: median OS ~30 and PFS ~13
+#: months; ~40% alive and ~25% progression-free (and known so) beyond 36
+#: months, ~25% dead by 12 -- every 12/36-month landmark has both classes in a
+#: cohort of ~40 (tests/unit/synth/test_survival_scale.py).  A cure-fraction
+#: mixture would need an extra draw per patient; a plain stretch of every time
+#: would remove the early deaths.
+LONG_SURVIVAL_SCALE = 8.0
+
 
 @dataclass(frozen=True)
 class ResponseCourse:
@@ -81,7 +100,9 @@ class ResponseCourse:
     outcomes: Outcomes
 
 
-def draw_course(rng: np.random.Generator, signal: float) -> ResponseCourse:
+def draw_course(
+    rng: np.random.Generator, signal: float, survival_scale: float = DEFAULT_SURVIVAL_SCALE
+) -> ResponseCourse:
     """Draw one patient's latent response and its consequences.
 
     Parameters
@@ -91,9 +112,14 @@ def draw_course(rng: np.random.Generator, signal: float) -> ResponseCourse:
     signal
         Multiplies every latent -> observable coefficient; 0 makes the data
         uninformative, larger values make the endpoint easier to predict.
+    survival_scale
+        Largest stretch of the survival times (see :data:`LONG_SURVIVAL_SCALE`);
+        1 keeps today's outcome model bit for bit.
     """
     if signal < 0:
         raise ValueError(f"signal must be >= 0, got {signal}")
+    if not (survival_scale >= 1 and math.isfinite(survival_scale)):
+        raise ValueError(f"survival_scale must be a finite number >= 1, got {survival_scale}")
     z = float(rng.standard_normal())
     noise = rng.standard_normal(8)
     # Tumour kinetics: untreated NSCLC doubles in ~3-4 months (log rate ~0.2);
@@ -116,11 +142,11 @@ def draw_course(rng: np.random.Generator, signal: float) -> ResponseCourse:
         mean_hu_rate=mean_hu_rate,
         nlr_log_change=(nlr_c2, nlr_c3),
         platelet_log_change=(plt_c2, plt_c3),
-        outcomes=_draw_outcomes(rng, z),
+        outcomes=_draw_outcomes(rng, z, survival_scale),
     )
 
 
-def _draw_outcomes(rng: np.random.Generator, z: float) -> Outcomes:
+def _draw_outcomes(rng: np.random.Generator, z: float, survival_scale: float) -> Outcomes:
     """PFS then OS = PFS + post-progression survival, cut by the end of follow-up.
 
     OS is built on PFS so that OS >= PFS always holds and the two endpoints are
@@ -128,19 +154,29 @@ def _draw_outcomes(rng: np.random.Generator, z: float) -> Outcomes:
     the last tumour assessment, which precedes the last contact by up to one
     assessment interval (~3 months) -- the reason PFS is censored earlier
     than OS in real registries.  A death that is observed also documents the
-    progression before it.
+    progression before it.  At ``survival_scale`` 1 both stretches below are
+    exactly 1.0, so the default cohort is unchanged to the bit.
     """
     e_pfs, e_post = rng.standard_normal(2)
-    pfs = math.exp(_PFS_LOG_MEDIAN + _PFS_LATENT * z + _PFS_NOISE * e_pfs)
-    post = math.exp(
-        _POST_PROGRESSION_LOG_MEDIAN
-        + _POST_PROGRESSION_LATENT * z
-        + _POST_PROGRESSION_NOISE * e_post
+    stretch = survival_scale ** (0.5 * (1.0 + math.erf(z / math.sqrt(2.0))))
+    followup_stretch = math.sqrt(survival_scale)
+    pfs = math.exp(_PFS_LOG_MEDIAN + _PFS_LATENT * z + _PFS_NOISE * e_pfs) * stretch
+    post = (
+        math.exp(
+            _POST_PROGRESSION_LOG_MEDIAN
+            + _POST_PROGRESSION_LATENT * z
+            + _POST_PROGRESSION_NOISE * e_post
+        )
+        * stretch
     )
     os_time = pfs + post
     last_contact = min(
-        float(rng.uniform(_FOLLOWUP_MIN_MONTHS, _FOLLOWUP_MAX_MONTHS)),
-        float(rng.exponential(_LOSS_TO_FOLLOWUP_MEAN_MONTHS)),
+        float(
+            rng.uniform(
+                _FOLLOWUP_MIN_MONTHS * followup_stretch, _FOLLOWUP_MAX_MONTHS * followup_stretch
+            )
+        ),
+        float(rng.exponential(_LOSS_TO_FOLLOWUP_MEAN_MONTHS * followup_stretch)),
     )
     last_assessment = max(last_contact - float(rng.uniform(0.0, _ASSESSMENT_INTERVAL_MONTHS)), 0.5)
     os_event = os_time <= last_contact
