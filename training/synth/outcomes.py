@@ -59,7 +59,7 @@ DEFAULT_SURVIVAL_SCALE = 1.0
 #: follow-up) stretches by the median patient's factor ``sqrt(scale)`` so the
 #: censoring share stays close to scale 1's.  At 8: median OS ~30 and PFS ~13
 #: months; ~40% alive and ~25% progression-free (and known so) beyond 36
-#: months, ~25% dead by 12 -- every 12/36-month landmark has both classes in a
+#: months, ~20-25% dead by 12 -- every 12/36-month landmark has both classes in a
 #: cohort of ~40 (tests/unit/synth/test_survival_scale.py).  A cure-fraction
 #: mixture would need an extra draw per patient; a plain stretch of every time
 #: would remove the early deaths.
