@@ -35,9 +35,3 @@ def configure_logging(settings: Settings) -> None:
     # pykwalify validates the radiomics YAML); only their warnings matter here.
     for chatty in NOISY_LIBRARY_LOGGERS:
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
-
-
-def not_implemented(command: str) -> None:
-    """Exit with status 2 for a command whose issue has not landed yet."""
-    typer.secho(f"{command}: not implemented yet", err=True, fg=typer.colors.YELLOW)
-    raise typer.Exit(2)
