@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .stamps
 FHIR_SERVER := tests/peers/fhir_server
-DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd chromium chromium-driver
+DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd docker-compose chromium chromium-driver
 # Tests run in a private network namespace with only loopback up, so no peer
 # (Orthanc listens on every interface) is ever reachable from outside.  Where
 # namespaces are not permitted, they run on the host's loopback.
@@ -22,7 +22,7 @@ export PYTHONUTF8 := 1
 
 setup: $(STAMPS)/debian $(STAMPS)/venv $(STAMPS)/npm
 
-$(STAMPS)/debian:
+$(STAMPS)/debian: Makefile
 	@mkdir -p $(STAMPS)
 	@# Node.js may come from Debian or NodeSource (which bundles npm): only the commands matter.
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done; \

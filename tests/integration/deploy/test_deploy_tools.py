@@ -40,3 +40,14 @@ def test_hadolint_accepts_the_dockerfile() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_passes_the_compose_schema() -> None:
+    """``docker-compose config`` validates against the Compose schema without an engine."""
+    result = subprocess.run(
+        ["docker-compose", "-f", str(DEPLOY / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
