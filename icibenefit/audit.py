@@ -3,7 +3,9 @@
 Every access to a patient's data (a DICOM instance *received*, a study found
 *stable*, a clinical record *fetched* from FHIR, a report *built*, a report
 *sent*), every start of the service with its settings, every model promotion
-or rollback and every operator action is one JSON object on one line of
+or rollback, every operator action and every failure (a refused instance,
+association or connection, a dead job, a dead letter in the outbox) is one
+JSON object on one line of
 ``<data_dir>/audit/audit.jsonl``::
 
     {"ts": "2026-11-22T07:01:02.345678Z", "event": "received",
@@ -47,7 +49,10 @@ small writer:
 - entries about study-level events, reports, deliveries, settings and models
   are fsync'd; the per-instance ``received`` entries are not (they are
   written on the SCP's hot path, where the instance itself was just fsync'd;
-  they survive a crash of the process, a power loss may lose the last ones).
+  they survive a crash of the process, a power loss may lose the last ones),
+  nor are the SCP's refusals (``instance_refused``, ``association_rejected``,
+  ``connection_refused``), which any peer that reaches the port can trigger
+  at will: an fsync each would let it slow the SCP down.
 
 A failure to write an entry is logged as an error and does not fail the
 action being audited: a full audit disk must not make the PACS's C-STOREs
@@ -104,6 +109,14 @@ EVENTS = frozenset(
         "model_promoted",
         "model_rolled_back",
         "job_retried",
+        # Failures: what was refused or given up, and the operator's re-sends.
+        "instance_refused",
+        "association_rejected",
+        "connection_refused",
+        "dead_letter",
+        "job_dead",
+        "outbox_retried",
+        "predicted",
     }
 )
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")

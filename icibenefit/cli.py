@@ -16,7 +16,7 @@ import typer
 
 from icibenefit import __version__
 from icibenefit.errors import IciBenefitError
-from icibenefit.listener.cli import jobs_app, serve, studies_app
+from icibenefit.listener.cli import jobs_app, outbox_app, serve, studies_app
 from icibenefit.model_store.cli import models_app
 from icibenefit.pipeline.cli import predict
 from icibenefit.reporting.cli import demo
@@ -62,6 +62,7 @@ app.command()(evaluate)
 app.add_typer(synth_app, name="synth")
 app.add_typer(studies_app, name="studies")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(outbox_app, name="outbox")
 app.add_typer(models_app, name="models")
 
 

@@ -1,7 +1,7 @@
-"""Commands of the listener: ``serve``, ``studies list``, ``jobs list|retry``.
+"""Listener commands: ``serve``, ``studies list``, ``jobs list|retry``, ``outbox list|retry``.
 
 ``--json`` prints a JSON array (the same objects as the status API's
-``/studies`` and ``/jobs``); patients appear only as pseudonyms.
+``/studies``, ``/jobs`` and ``/outbox``); patients appear only as pseudonyms.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from icibenefit.cli_common import settings_from
 
 studies_app = typer.Typer(help="Inspect received studies.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and retry processing jobs.", no_args_is_help=True)
+outbox_app = typer.Typer(
+    help="Inspect outgoing DICOM and FHIR items and re-send dead letters.", no_args_is_help=True
+)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array.")]
 LimitOption = Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")]
@@ -111,3 +114,60 @@ def jobs_retry(
     typer.echo(f"re-queued {count} job(s)")
     if count < len(set(ids)):
         raise typer.Exit(1)
+
+
+@outbox_app.command("list")
+def outbox_list(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    states: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state", help="Only items in this state (repeatable): queued, sending, sent, dead."
+        ),
+    ] = None,
+    limit: LimitOption = 1000,
+) -> None:
+    """List outgoing items, most recent first (delivered items show as done)."""
+    from icibenefit.listener import index, outbox
+
+    try:
+        outbox.normalise_states(states or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--state") from None
+    settings = settings_from(ctx)
+    with closing(index.connect(settings.data_dir)) as conn:
+        rows = outbox.list_items(conn, settings, states, limit)
+    columns = ["id", "kind", "state", "attempts", "destination", "last_error"]
+    _print_rows(rows, columns, as_json)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ctx: typer.Context,
+    item_ids: Annotated[list[int] | None, typer.Argument(help="Dead item ids to re-send.")] = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Re-send every dead item.")] = False,
+) -> None:
+    """Re-queue dead letters (attempts reset, due now); the running service sends them.
+
+    Refuses, changing nothing, if any id is not a dead item.
+    """
+    from icibenefit.listener import index, outbox
+
+    settings = settings_from(ctx)
+    with closing(index.connect(settings.data_dir)) as conn:
+        ids = list(item_ids or [])
+        if all_dead:
+            ids += [row[0] for row in conn.execute("SELECT id FROM outbox WHERE state = 'dead'")]
+        elif not ids:
+            typer.secho("no item ids given (or --all-dead)", err=True)
+            raise typer.Exit(2)
+        with audit.configured(settings):
+            try:
+                requeued = outbox.requeue_dead(
+                    conn, ids, actor=audit.process_user(), component="cli"
+                )
+            except outbox.NotRetryableError as exc:
+                typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+                raise typer.Exit(1) from None
+    typer.echo(f"re-queued {len(requeued)} item(s)")

@@ -13,8 +13,9 @@ transaction.  Instances that arrive after (or during) processing set
 Job states: ``queued`` -> ``running`` -> ``done``; a failing attempt becomes
 ``failed`` with ``next_attempt_at = now + retry_base_seconds * 2**(attempts-1)``
 and is claimed again when due; after ``job_max_attempts`` attempts it is
-``dead`` (``icibenefit jobs retry`` re-queues it).  ``running`` jobs found at
-start-up belonged to a process that died and are re-queued.
+``dead`` (audited as ``job_dead``; ``icibenefit jobs retry`` re-queues it).
+``running`` jobs found at start-up belonged to a process that died and are
+re-queued.
 
 The processor seam
 ------------------
@@ -50,7 +51,7 @@ from typing import Any, Protocol
 from icibenefit import audit
 from icibenefit.errors import ConfigurationError
 from icibenefit.listener import index
-from icibenefit.listener.outbox import Outbox
+from icibenefit.listener.outbox import AUDIT_ERROR_CHARS, Outbox
 from icibenefit.settings import Settings
 
 JOB_STATES = ("queued", "running", "done", "failed", "dead")
@@ -263,13 +264,16 @@ class JobQueue:
         """
         where = "state = 'running'" + (" AND worker_pid = ?" if worker_pid is not None else "")
         params = () if worker_pid is None else (worker_pid,)
-        cursor = self._conn.execute(
+        rows = self._conn.execute(
             "UPDATE jobs SET state = CASE WHEN attempts >= ? THEN 'dead' ELSE 'queued' END,"
             " last_error = CASE WHEN attempts >= ? THEN 'process died during every attempt'"
-            f" ELSE last_error END, worker_pid = NULL WHERE {where}",
+            f" ELSE last_error END, worker_pid = NULL WHERE {where} RETURNING {_DEAD_JOB_FIELDS}",
             (self._settings.job_max_attempts, self._settings.job_max_attempts, *params),
-        )
-        return cursor.rowcount
+        ).fetchall()
+        for row in rows:
+            if row["state"] == "dead":
+                _audit_dead(row)
+        return len(rows)
 
     def claim(self, worker_pid: int, now: float | None = None) -> Job | None:
         """Atomically take the oldest due job, counting the attempt."""
@@ -297,11 +301,13 @@ class JobQueue:
             state, due = "dead", now
         else:
             state, due = "failed", now + backoff(self._settings.retry_base_seconds, job.attempts)
-        self._conn.execute(
+        row = self._conn.execute(
             "UPDATE jobs SET state = ?, next_attempt_at = ?, finished_at = ?, last_error = ?"
-            " WHERE id = ?",
+            f" WHERE id = ? RETURNING {_DEAD_JOB_FIELDS}",
             (state, due, now, error[:2000], job.id),
-        )
+        ).fetchone()
+        if state == "dead" and row is not None:
+            _audit_dead(row)
         return state
 
     def retry(self, job_ids: list[int]) -> int:
@@ -320,6 +326,33 @@ class JobQueue:
         """Number of jobs per state (every state present, zero included)."""
         found = dict(self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
         return {state: int(found.get(state, 0)) for state in JOB_STATES}
+
+
+_DEAD_JOB_FIELDS = (
+    "id, study_uid, version, state, attempts, last_error, (SELECT patient_id FROM studies"
+    " WHERE studies.study_uid = jobs.study_uid) AS patient_id"
+)
+
+
+def _audit_dead(row: sqlite3.Row) -> None:
+    """Record a job given up (the row of :data:`_DEAD_JOB_FIELDS`).
+
+    The error is the processor's exception text; the audit log replaces the
+    patient's identifier in it by the pseudonym.
+    """
+    audit.record(
+        "job_dead",
+        component="listener.jobs",
+        outcome="dead",
+        patient_id=row["patient_id"],
+        study_uid=row["study_uid"],
+        details={
+            "job": row["id"],
+            "version": row["version"],
+            "attempts": row["attempts"],
+            "error": (row["last_error"] or "")[:AUDIT_ERROR_CHARS],
+        },
+    )
 
 
 def backoff(base_seconds: float, attempts: int) -> float:

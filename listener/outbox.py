@@ -24,6 +24,13 @@ and last error).  An item found ``sending`` at start-up (crash during
 delivery) is sent again: delivery is at-least-once across crashes and exactly
 once otherwise; PACS de-duplicate by SOP Instance UID and FHIR writes should
 be conditional, so a repeat is harmless.
+
+Dead letters
+------------
+A dead item is audited (``dead_letter``).  ``icibenefit outbox list`` and
+``GET /outbox`` show items (:func:`list_items`); ``icibenefit outbox retry``
+(:func:`requeue_dead`) makes dead items due now with a fresh attempt budget,
+and the service's sender delivers them on its next pass.
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -46,17 +55,27 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from icibenefit import audit
-from icibenefit.errors import DeliveryError
+from icibenefit.errors import DeliveryError, IciBenefitError
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ItemKind = Literal["dicom", "fhir"]
+OUTBOX_STATES = ("queued", "sending", "done", "dead")
+#: ``sent`` names the delivered state as the ``sent`` audit event does.
+STATE_SYNONYMS = {"sent": "done"}
 MAX_BACKOFF_SECONDS = 3600.0
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+#: Characters of an error message kept in an audit entry (entries stay one short line).
+AUDIT_ERROR_CHARS = 300
 
 
 class PermanentDeliveryError(DeliveryError):
     """The destination refused the item in a way a retry cannot fix."""
+
+
+class NotRetryableError(IciBenefitError):
+    """An operator asked to re-send an item that is not a dead letter."""
 
 
 @dataclass(frozen=True)
@@ -257,13 +276,30 @@ class OutboxSender:
             delay = self._settings.retry_base_seconds * 2 ** (item.attempts - 1)
             state, due = "queued", now + min(delay, MAX_BACKOFF_SECONDS)
         message = f"{type(exc).__name__}: {exc}"[:2000]
-        self._conn.execute(
-            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
+        row = self._conn.execute(
+            "UPDATE outbox SET state = ?, next_attempt_at = ?, last_error = ? WHERE id = ?"
+            " RETURNING study_uid, (SELECT patient_id FROM studies"
+            " WHERE studies.study_uid = outbox.study_uid) AS patient_id",
             (state, due, message, item.id),
-        )
+        ).fetchone()
         log.warning(
             "outbox item %d attempt %d failed (%s); now %s", item.id, item.attempts, message, state
         )
+        if state == "dead":
+            audit.record(
+                "dead_letter",
+                component="listener.outbox",
+                outcome="dead",
+                patient_id=row["patient_id"] if row else None,
+                study_uid=row["study_uid"] if row else None,
+                details={
+                    "item": item.id,
+                    "kind": item.kind,
+                    "attempts": item.attempts,
+                    "destination": destination_of(self._settings, item.kind),
+                    "error": without_credentials(message)[:AUDIT_ERROR_CHARS],
+                },
+            )
 
     def _deliver_dicom(self, item: OutboxItem) -> str:
         settings = self._settings
@@ -327,3 +363,150 @@ class OutboxSender:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with every ``user:password@`` of a URL in it removed."""
+    return _URL_USERINFO.sub("", text)
+
+
+def destination_of(settings: Settings, kind: str, delivered_to: str | None = None) -> str:
+    """Where an item went (``delivered_to``) or goes next, without credentials or ids.
+
+    FHIR URLs go through :func:`icibenefit.fhir.client.redact_url` (userinfo,
+    query and resource ids removed), so a conditional URL cannot leak an
+    identifier; a DICOM destination is ``AE@host:port`` or the local folder.
+    """
+    if kind == "fhir":
+        target = delivered_to or settings.fhir_base_url
+        if target is None:
+            return str(settings.data_dir / "outbox" / "fhir")
+        if "://" not in target:  # a local file
+            return target
+        from icibenefit.fhir.client import redact_url
+
+        return redact_url(httpx.URL(target))
+    if delivered_to is not None:
+        return delivered_to
+    if settings.pacs_configured:
+        return f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
+    return str(settings.data_dir / "outbox" / "dicom")
+
+
+def normalise_states(states: Sequence[str]) -> list[str]:
+    """The table's state names for user input (``sent`` is ``done``); ``ValueError`` if unknown."""
+    names = [STATE_SYNONYMS.get(state, state) for state in states]
+    unknown = sorted(set(names) - set(OUTBOX_STATES))
+    if unknown:
+        choices = ", ".join([*OUTBOX_STATES, *STATE_SYNONYMS])
+        raise ValueError(f"unknown outbox state {', '.join(unknown)} (one of {choices})")
+    return names
+
+
+def list_items(
+    conn: sqlite3.Connection,
+    settings: Settings,
+    states: Sequence[str] | None = None,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Most recent outbox items first, optionally of some states (see :func:`normalise_states`).
+
+    Each object: ``id``, ``kind``, ``state``, ``attempts``, ``last_error``,
+    ``destination`` (see :func:`destination_of`), ``study_uid``, ``job_id``,
+    ``created_at``, ``next_attempt_at``, ``delivered_at`` (epoch seconds).
+    Payloads and dedup keys stay out: they hold report content and UIDs.
+    """
+    names = normalise_states(states or [])
+    where = f"WHERE state IN ({', '.join('?' * len(names))})" if names else ""
+    rows = conn.execute(
+        "SELECT id, kind, state, attempts, last_error, destination, study_uid, job_id,"
+        f" created_at, next_attempt_at, delivered_at FROM outbox {where}"
+        " ORDER BY id DESC LIMIT ?",
+        (*names, limit),
+    ).fetchall()
+    items = []
+    for row in rows:
+        item = dict(row)
+        item["destination"] = destination_of(settings, item["kind"], item["destination"])
+        if item["last_error"] is not None:
+            item["last_error"] = without_credentials(item["last_error"])
+        items.append(item)
+    return items
+
+
+def requeue_dead(
+    conn: sqlite3.Connection,
+    item_ids: Sequence[int],
+    *,
+    actor: str,
+    component: str,
+    now: float | None = None,
+) -> list[int]:
+    """Make dead letters due now with a fresh attempt budget: all of them or none.
+
+    Raises :class:`NotRetryableError`, changing nothing, when an id is unknown,
+    not dead (a queued or sending item is already on its way, a done one was
+    delivered) or lost its payload.  Both outcomes are audited with ``actor``;
+    each re-queued item gets its own entry, so the patient's trail shows who
+    re-sent what.
+    """
+    ids = sorted(set(item_ids))
+    if not ids:
+        return []
+    now = time.time() if now is None else now
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = {
+            row["id"]: row
+            for row in conn.execute(
+                "SELECT o.id, o.kind, o.state, o.payload_path, o.study_uid, s.patient_id"
+                " FROM outbox o LEFT JOIN studies s ON s.study_uid = o.study_uid"
+                f" WHERE o.id IN ({', '.join('?' * len(ids))})",
+                ids,
+            )
+        }
+        refused = {item_id: _refusal(found.get(item_id)) for item_id in ids}
+        refused = {item_id: reason for item_id, reason in refused.items() if reason}
+        if not refused:
+            conn.executemany(
+                "UPDATE outbox SET state = 'queued', attempts = 0, next_attempt_at = ?"
+                " WHERE id = ? AND state = 'dead'",
+                [(now, item_id) for item_id in ids],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if refused:
+        audit.record(
+            "outbox_retried",
+            component=component,
+            actor=actor,
+            outcome="refused",
+            details={"items": ids, "refused": {str(k): v for k, v in refused.items()}},
+        )
+        reasons = "; ".join(f"item {item_id} {reason}" for item_id, reason in refused.items())
+        raise NotRetryableError(f"{reasons}: nothing re-queued")
+    for item_id in ids:
+        row = found[item_id]
+        audit.record(
+            "outbox_retried",
+            component=component,
+            actor=actor,
+            outcome="requeued",
+            patient_id=row["patient_id"],
+            study_uid=row["study_uid"],
+            details={"item": item_id, "kind": row["kind"]},
+        )
+    return ids
+
+
+def _refusal(row: sqlite3.Row | None) -> str | None:
+    """Why an item cannot be re-queued, or ``None`` if it can."""
+    if row is None:
+        return "does not exist"
+    if row["state"] != "dead":
+        return f"is {row['state']}, not dead"
+    if not Path(row["payload_path"]).is_file():
+        return "has lost its payload file"
+    return None

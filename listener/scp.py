@@ -10,6 +10,10 @@ jobs) happens elsewhere.  Access control layers, outermost first:
    certificate it signs);
 3. called AE title must be ours and the calling AE title on the allow-list:
    pynetdicom answers A-ASSOCIATE-RJ.
+
+Every refusal is counted (``rejections``), logged and audited
+(``connection_refused`` with the source address as actor,
+``association_rejected`` with the calling AE title as actor).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
+from icibenefit import audit
 from icibenefit.listener.store import DicomStore
 from icibenefit.settings import Settings
 
@@ -106,11 +111,35 @@ def _accept_tls(
     client.settimeout(TLS_HANDSHAKE_SECONDS)
     try:
         secured = context.wrap_socket(client, server_side=True)
-    except OSError:
+    except OSError as exc:
         client.close()
+        cause = getattr(exc, "reason", None) or type(exc).__name__
+        _audit_refused_connection(str(address[0]), f"TLS handshake failed ({cause})")
         raise
     secured.settimeout(None)
     return secured, address
+
+
+def _audit_refused_connection(address: str, reason: str) -> None:
+    audit.record(
+        "connection_refused",
+        sync=False,
+        component="listener.scp",
+        actor=address,
+        outcome="refused",
+        details={"reason": reason},
+    )
+
+
+def rejection_reason(calling_ae: str, called_ae: str, settings: Settings) -> str:
+    """Why pynetdicom rejected an association (its event does not say)."""
+    reasons = []
+    if called_ae.strip() != settings.scp_ae_title.strip():
+        reasons.append("called AE title is not ours")
+    allowed = [title.strip() for title in settings.allowed_calling_ae_titles]
+    if allowed and calling_ae.strip() not in allowed:
+        reasons.append("calling AE title not allowed")
+    return "; ".join(reasons) or "association limit or user identity check"
 
 
 def build_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -197,18 +226,31 @@ class StorageScp:
         allowed = self.settings.allowed_source_addresses
         if not self._accepting or (allowed and address not in allowed):
             self.counters.add("rejections")
-            log.warning("refused connection from %s", address)
+            reason = "shutting down" if not self._accepting else "source address not allowed"
+            log.warning("refused connection from %s: %s", address, reason)
+            _audit_refused_connection(address, reason)
             return False
         return True
 
     def _on_rejected(self, event: Event) -> None:
         self.counters.add("rejections")
         requestor = event.assoc.requestor
+        called = str(getattr(requestor.primitive, "called_ae_title", "") or "")
+        reason = rejection_reason(requestor.ae_title, called, self.settings)
         log.warning(
-            "rejected association from %s (calling AE %r, called AE %r)",
+            "rejected association from %s (calling AE %r, called AE %r): %s",
             requestor.address,
             requestor.ae_title,
-            event.assoc.acceptor.ae_title,
+            called,
+            reason,
+        )
+        audit.record(
+            "association_rejected",
+            sync=False,
+            component="listener.scp",
+            actor=requestor.ae_title,
+            outcome="rejected",
+            details={"address": requestor.address, "called_ae": called, "reason": reason},
         )
 
     def _on_store(self, event: Event) -> int:

@@ -1,9 +1,11 @@
-"""Status HTTP API (loopback by default): ``/health``, ``/metrics``, ``/jobs``, ``/studies``.
+"""Status HTTP API (loopback by default): ``/health``, ``/metrics`` and JSON lists.
 
+The lists ``/jobs``, ``/studies`` and ``/outbox`` (``?state=`` filters jobs
+and outbox items) hold the objects of ``icibenefit jobs|studies|outbox list --json``.
 ``/`` (and ``POST /jobs/<id>/retry``) are the operators' HTML page, served by
 :class:`icibenefit.listener.status_page.StatusPage`.
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread: four read-only GET routes
+A stdlib ``ThreadingHTTPServer`` in a daemon thread: five read-only GET routes
 do not justify a web framework.  ``/metrics`` is Prometheus text format 0.0.4,
 written by hand: prometheus_client was considered, but half of the values
 (jobs by state, outbox depth, the latency histogram) live in the shared SQLite
@@ -22,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from icibenefit.listener import index, queries
+from icibenefit.listener import index, outbox, queries
 from icibenefit.listener.jobs import JOB_STATES
 from icibenefit.listener.scp import ScpCounters
 from icibenefit.listener.status_page import StatusPage
@@ -162,6 +164,8 @@ class StatusServer:
                     self._send(request, 200, queries.list_jobs(conn, state))
                 elif url.path == "/studies":
                     self._send(request, 200, queries.list_studies(conn))
+                elif url.path == "/outbox":
+                    self._send_outbox(request, conn, query.get("state", []))
                 else:
                     self._send(request, 404, {"error": "not found"})
             finally:
@@ -169,6 +173,17 @@ class StatusServer:
         except sqlite3.Error as exc:
             log.error("status API database error: %s", exc)
             self._send(request, 503, {"status": "database unavailable"})
+
+    def _send_outbox(
+        self, request: BaseHTTPRequestHandler, conn: sqlite3.Connection, states: list[str]
+    ) -> None:
+        """``/outbox[?state=dead&state=queued]``: the objects of ``icibenefit outbox list``."""
+        try:
+            items = outbox.list_items(conn, self.settings, states)
+        except ValueError as exc:
+            self._send(request, 400, {"error": str(exc)})
+            return
+        self._send(request, 200, items)
 
     @staticmethod
     def _send(request: BaseHTTPRequestHandler, code: int, body: Any) -> None:

@@ -13,6 +13,11 @@ are the bytes the peer sent).  Success is returned only after
    fsync'd, and
 4. the SQLite row was committed (``synchronous=FULL``, see :mod:`.index`).
 
+A refused instance is audited as ``instance_refused`` with the calling AE,
+the status and the reason only: nothing in a dataset that failed validation
+(or could not be stored) is trusted, so no UID or patient reference is taken
+from it.
+
 ``sha256`` in the index is the digest of the dataset bytes (without file meta),
 which is what a sender can compare with its own file: the file meta header is
 ours (implementation UID, source AE) and legitimately differs.
@@ -239,11 +244,16 @@ class DicomStore:
             )
         except DicomInputError as exc:
             log.warning("rejected instance from %s: %s", calling_ae, exc)
+            _audit_refusal(calling_ae, CANNOT_UNDERSTAND, "rejected", str(exc))
             return StoreOutcome(CANNOT_UNDERSTAND, "rejected")
         try:
             return self._write(header, dataset_bytes, transfer_syntax, calling_ae)
         except (OSError, sqlite3.Error) as exc:
             log.error("could not store instance %s: %s", header.sop_instance_uid, exc)
+            # An OSError's text names the file, whose path holds the UIDs: keep the cause only.
+            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            reason = f"{type(exc).__name__}: {cause}"
+            _audit_refusal(calling_ae, OUT_OF_RESOURCES, "failed", reason)
             return StoreOutcome(OUT_OF_RESOURCES, "failed", header=header)
 
     def _write(
@@ -406,6 +416,18 @@ class DicomStore:
         for created in reversed(missing):
             _fsync_dir(created.parent)
         self._durable_dirs.add(directory)
+
+
+def _audit_refusal(calling_ae: str, status: int, outcome: Disposition, reason: str) -> None:
+    """Record a refused C-STORE: who sent it, what we answered and why (no header values)."""
+    audit.record(
+        "instance_refused",
+        sync=False,
+        component="listener.store",
+        actor=calling_ae,
+        outcome=outcome,
+        details={"status": f"0x{status:04X}", "reason": reason[:200]},
+    )
 
 
 def _fsync_dir(directory: Path) -> None:

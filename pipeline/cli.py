@@ -92,16 +92,26 @@ def predict(
     ] = True,
 ) -> None:
     """Predict for one patient from a DICOM folder and clinical data, without network."""
+    from icibenefit import audit
     from icibenefit.pipeline.inference import open_bundle
+    from icibenefit.pipeline.rules import PipelineRules
     from icibenefit.privacy import pseudonymize
 
     settings = settings_from(ctx)
     configure_logging(settings)
-    predictor = open_bundle(bundle, explain=explain)
+    predictor = open_bundle(bundle, explain=explain, rules=PipelineRules.from_settings(settings))
     record = _clinical_record(clinical, patient, settings)
     prediction = predictor.predict(_patient_files(dicom, patient), record)
     out.mkdir(parents=True, exist_ok=True)
     name = pseudonymize(patient, settings.pseudonym_key.get_secret_value())
     target = out / f"prediction-{name}.json"
     target.write_text(prediction.model_dump_json(indent=2) + "\n")
+    with audit.configured(settings):
+        audit.record(
+            "predicted",
+            component="pipeline.cli",
+            actor=audit.process_user(),
+            patient_id=patient,
+            details={"model": f"{prediction.bundle_name} {prediction.bundle_version}"},
+        )
     typer.echo(str(target))
