@@ -82,3 +82,26 @@ METASTASIS_SITE_BY_SNOMED: dict[str, str] = {
     "94391008": "lung",
 }
 METASTASIS_TEXT = ("metasta", "secondary malignant")
+
+#: SNOMED CT lung resections that make a patient's "previous surgery" true (the
+#: paper's clinical variable: thoracic surgery for the cancer before the
+#: immunotherapy).  A terminology server could test subsumption under
+#: 119746007 |Lung excision|; without one, the common concepts are listed here
+#: and the text markers below catch the rest by name.
+THORACIC_SURGERY_BY_SNOMED: dict[str, str] = {
+    "173171007": "Lobectomy of lung",
+    "359615001": "Partial lobectomy of lung",
+    "119000": "Thoracoscopic partial lobectomy of lung",
+    "49795001": "Total pneumonectomy",
+    "173172000": "Excision of segment of lung",
+    "173178001": "Open excision of lesion of lung",
+    "119746007": "Lung excision",
+}
+#: Free-text fallback: a procedure whose name says "pneumonectomy" counts, and so
+#: does a resection named together with the lung ("thyroid lobectomy" and "liver
+#: segmentectomy" do not).
+PNEUMONECTOMY_TEXT = "pneumonectomy"
+RESECTION_TEXT = ("lobectomy", "segmentectomy", "resection", "excision")
+LUNG_TEXT = ("lung", "pulmonary")
+#: The one Procedure status (FHIR R4 event-status) that means the surgery took place.
+PROCEDURE_DONE_STATUS = "completed"

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from icibenefit.errors import ConfigurationError, FhirError
+from icibenefit.errors import ConfigurationError, FhirError, FhirStatusError
 from icibenefit.fhir import codes
 from icibenefit.fhir.client import FhirClient
 
@@ -28,6 +28,9 @@ LAB_LOINC = tuple(sorted(codes.ANALYTE_BY_LOINC))
 #: LOINC codes of the history Observations, searched without a date limit.
 HISTORY_LOINC = (codes.LOINC_SMOKING_STATUS, codes.LOINC_BMI, *codes.LOINC_PDL1)
 _MEDICATION_TYPES = ("MedicationAdministration", "MedicationStatement", "MedicationRequest")
+#: Answers to a search that mean "this server will not search that" (bad request for
+#: its parameters, not allowed, no such type, not implemented) rather than an outage.
+CANNOT_SEARCH_STATUSES = frozenset({400, 401, 403, 404, 405, 501})
 
 Resource = dict[str, Any]
 
@@ -49,6 +52,15 @@ class ResourceReader(Protocol):
 
     def for_patient(self, resource_type: str, patient: str) -> list[Resource]:
         """Every resource of a type about ``patient``, with referenced Medications."""
+        ...
+
+    def procedures(self, patient: str, end: dt.date) -> list[Resource] | None:
+        """Procedures of ``patient`` performed on or before ``end``.
+
+        ``None`` when the store cannot answer for Procedures at all (a server
+        that refuses the search): "unknown", which differs from "none
+        recorded" (an empty list).
+        """
         ...
 
 
@@ -96,6 +108,27 @@ class ServerReader:
         if resource_type in _MEDICATION_TYPES:
             params["_include"] = f"{resource_type}:medication"
         return self.client.search(resource_type, params)
+
+    def procedures(self, patient: str, end: dt.date) -> list[Resource] | None:
+        """``Procedure?subject=..&date=le<end>``; ``None`` when the server refuses the search.
+
+        A refusal (:data:`CANNOT_SEARCH_STATUSES`: the server does not offer
+        Procedure or its ``date`` parameter, or our token's scopes exclude it)
+        makes previous surgery unknown rather than failing the whole record.
+        An outage is not a refusal: the client retries it, and when it lasts
+        the error propagates as for every other search.
+        """
+        params = {"subject": patient, "date": f"le{end.isoformat()}"}
+        try:
+            return self.client.search("Procedure", params)
+        except FhirStatusError as exc:
+            if exc.status_code not in CANNOT_SEARCH_STATUSES:
+                raise
+            log.warning(
+                "FHIR server refused the Procedure search (%d); previous surgery stays unknown",
+                exc.status_code,
+            )
+            return None
 
 
 class NdjsonReader:
@@ -155,6 +188,19 @@ class NdjsonReader:
             found += [self._medications[ref] for ref in references if ref in self._medications]
         return found
 
+    def procedures(self, patient: str, end: dt.date) -> list[Resource]:
+        """Procedures whose performed date starts on or before ``end``, as a date search would.
+
+        A folder without Procedure NDJSON has none, as a bulk export omits the
+        files of types it has no resources of; the answer is then "none", like
+        a server's empty search, so both sources agree.
+        """
+        return [
+            p
+            for p in self._by_subject.get(("Procedure", patient), [])
+            if (day := _performed_first_day(p)) is not None and day <= end
+        ]
+
     def _observations(self, patient: str, loinc: Iterable[str]) -> list[Resource]:
         wanted = set(loinc)
         return [
@@ -196,5 +242,18 @@ def _effective_date(observation: Mapping[str, Any]) -> dt.date | None:
         return None
     try:
         return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _performed_first_day(procedure: Mapping[str, Any]) -> dt.date | None:
+    """First day of ``performed[x]`` (dateTime or Period start, partial dates included)."""
+    value = procedure.get("performedDateTime")
+    value = value or (procedure.get("performedPeriod") or {}).get("start")
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    year, month, day = [*value[:10].split("-"), "01", "01"][:3]
+    try:
+        return dt.date(int(year), int(month), int(day))
     except ValueError:
         return None

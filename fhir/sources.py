@@ -28,6 +28,7 @@ from icibenefit.domain import ClinicalRecord
 from icibenefit.errors import ConfigurationError, PatientResolutionError, TimelineError
 from icibenefit.fhir.client import FhirClient
 from icibenefit.fhir.readers import NdjsonReader, ResourceReader, ServerReader
+from icibenefit.fhir.surgery import PROCEDURE_FETCH_DAYS_AFTER_T0
 from icibenefit.fhir.timeline import LAB_FETCH_DAYS, build_clinical_record, parse
 from icibenefit.fhir.treatment import SOURCE_ORDER, TreatmentStart, find_treatment_start
 from icibenefit.privacy import pseudonymize
@@ -101,7 +102,12 @@ class ReaderClinicalSource:
         observations = self.reader.lab_observations(reference, start, end)
         observations += self.reader.history_observations(reference)
         conditions = self.reader.for_patient("Condition", reference)
-        record = build_clinical_record(patient_id, patient, treatment, observations, conditions)
+        procedures = self.reader.procedures(
+            reference, treatment.date + dt.timedelta(days=PROCEDURE_FETCH_DAYS_AFTER_T0)
+        )
+        record = build_clinical_record(
+            patient_id, patient, treatment, observations, conditions, procedures
+        )
         audit.record(
             "fetched",
             component="fhir",
@@ -113,10 +119,11 @@ class ReaderClinicalSource:
             },
         )
         log.info(
-            "clinical record of %s: T0 from %s, lab timepoints %s",
+            "clinical record of %s: T0 from %s, lab timepoints %s, previous surgery %s",
             pseudonym,
             treatment.source,
             ",".join(sorted(record.labs)) or "none",
+            "unknown" if record.previous_surgery is None else record.previous_surgery,
         )
         return record
 

@@ -33,10 +33,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from fhir.resources.R4B.codeableconcept import CodeableConcept
 from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
@@ -49,6 +49,8 @@ from icibenefit.domain import (
     LabValue,
 )
 from icibenefit.fhir import codes
+from icibenefit.fhir.concepts import coded, concept_text
+from icibenefit.fhir.surgery import previous_surgery
 from icibenefit.fhir.treatment import TreatmentStart
 from icibenefit.fhir.units import (
     DIFFERENTIAL_ANALYTES,
@@ -120,21 +122,6 @@ def effective_datetime(observation: Observation) -> dt.datetime | None:
     if isinstance(value, dt.date):
         return dt.datetime.combine(value, dt.time(0), dt.UTC)
     return None  # absent or a partial date (year or month only): unusable for a window
-
-
-def coded(concept: CodeableConcept | None, system: str) -> list[str]:
-    """The codes of ``system`` in a CodeableConcept."""
-    if concept is None:
-        return []
-    return [c.code for c in concept.coding or [] if c.system == system and c.code]
-
-
-def concept_text(concept: CodeableConcept | None) -> str:
-    """Text and displays of a CodeableConcept, lower-cased, for text fallbacks."""
-    if concept is None:
-        return ""
-    parts = [concept.text or ""] + [c.display or "" for c in concept.coding or []]
-    return " ".join(parts).lower()
 
 
 @dataclass(frozen=True)
@@ -352,6 +339,7 @@ def build_clinical_record(
     treatment: TreatmentStart,
     observations: Iterable[Mapping[str, Any]],
     conditions: Iterable[Mapping[str, Any]],
+    procedures: Iterable[Mapping[str, Any]] | None = None,
 ) -> ClinicalRecord:
     """Assemble the record from one patient's resources (JSON dicts).
 
@@ -368,6 +356,9 @@ def build_clinical_record(
         so a source may pass more than it needs.
     conditions
         The patient's Conditions.
+    procedures
+        The patient's Procedures (any date; see :mod:`icibenefit.fhir.surgery`),
+        or ``None`` when they could not be looked up: previous surgery is then unknown.
     """
     (patient_model,) = parse([patient], Patient)
     observation_models = parse(observations, Observation)
@@ -382,6 +373,11 @@ def build_clinical_record(
         treatment_start=treatment.date,
         treatment_agent=treatment.agent,
         treatment_source=treatment.source,
+        previous_surgery=(
+            None
+            if procedures is None
+            else previous_surgery(parse(procedures, Procedure), treatment.date)
+        ),
         labs=dict(sorted(labs.items())),
         **history(observation_models, treatment.date),
         **diagnoses(parse(conditions, Condition)),

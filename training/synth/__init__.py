@@ -22,6 +22,12 @@ Conventions a consumer can rely on (all deterministic for a given seed):
   laboratory reports either canonical units, ``10*3/uL`` (x1), or ``/uL``
   (x1000) with ``g/L`` (x10) -- so ``reported / factor`` equals the record's
   value exactly.  No mmol/L haemoglobin or % differentials.
+* Surgical history (``fhir/Procedure.ndjson``, completed Procedures with a
+  SNOMED CT code and ``performedDateTime``): ~14% of patients had a lung
+  resection 6-60 months before T0 (``previous_surgery`` is True exactly for
+  them, False for everyone else), ~10% an unrelated appendectomy years
+  earlier; no signal (see :func:`.clinical.draw_procedures`).  Procedure ids
+  ``<fhir patient id>-procedure-<kind>``.
 * Segmentations: every fourth patient (index 3, 7, ...) has RTSTRUCTs, the
   others SEGs; a tumour below 1 ml has no segmentation file.
 * Signal: see :mod:`.outcomes`; at the default a logistic model on the

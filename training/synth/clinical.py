@@ -76,6 +76,8 @@ ALTERNATIVE_UNITS: dict[str, dict[Analyte, tuple[str, int]]] = {
 
 AGENTS = ("pembrolizumab", "nivolumab", "atezolizumab", "durvalumab")
 METASTASIS_SITES = ("adrenal", "bone", "brain", "liver")
+#: Lung resections a synthetic patient may have had (keys of ``PROCEDURE_CODES``).
+THORACIC_PROCEDURES = ("lobectomy", "segmentectomy", "pneumonectomy")
 #: Cycle length used for every agent (q3w; a simplification for nivolumab/durvalumab).
 CYCLE_DAYS = 21
 
@@ -94,6 +96,20 @@ class ReportedLab:
 
 
 @dataclass(frozen=True)
+class PriorProcedure:
+    """A surgical procedure before treatment start, as the hospital recorded it.
+
+    ``kind`` is a key of :data:`~.fhir_resources.PROCEDURE_CODES`; ``thoracic``
+    says whether it is a lung resection (what "previous surgery" means).
+    """
+
+    procedure_id: str
+    kind: str
+    thoracic: bool
+    performed: dt.datetime
+
+
+@dataclass(frozen=True)
 class ClinicalDraw:
     """The clinical truth and what the hospital systems recorded of it."""
 
@@ -102,6 +118,7 @@ class ClinicalDraw:
     cycle_dates: tuple[dt.date, ...]
     pdl1_date: dt.date
     diagnosis_date: dt.date
+    procedures: tuple[PriorProcedure, ...] = ()
 
 
 def draw_clinical(
@@ -111,12 +128,14 @@ def draw_clinical(
     treatment_start: dt.date,
     course: ResponseCourse,
     signal: float,
+    procedures: tuple[PriorProcedure, ...] = (),
 ) -> ClinicalDraw:
     """Draw demographics, history and the hemogram, coupled to the response latent.
 
     Baseline NLR, PD-L1, albumin and LDH carry part of the signal as in the
     literature (low NLR, high PD-L1, high albumin, low LDH -> benefit); the
-    on-treatment trajectories come from ``course``.
+    on-treatment trajectories come from ``course``.  ``procedures`` (from
+    :func:`draw_procedures`, its own random stream) set ``previous_surgery``.
     """
     z = course.latent
     sex = "male" if rng.random() < 0.62 else "female"
@@ -159,7 +178,7 @@ def draw_clinical(
         smoking_status=smoking,  # type: ignore[arg-type]
         bmi=bmi,
         pdl1_tps=pdl1,
-        previous_surgery=None,
+        previous_surgery=any(p.thoracic for p in procedures),
         metastasis_sites=sites,
         labs={tp: LabPanel(timepoint=tp, values=values) for tp, values in sorted(panels.items())},
     )
@@ -170,6 +189,43 @@ def draw_clinical(
         cycle_dates=cycle_dates,
         pdl1_date=diagnosis + dt.timedelta(days=int(rng.integers(5, 15))),
         diagnosis_date=diagnosis,
+        procedures=procedures,
+    )
+
+
+def draw_procedures(
+    rng: np.random.Generator, fhir_patient_id: str, treatment_start: dt.date
+) -> tuple[PriorProcedure, ...]:
+    """Surgical history before T0: a lung resection in ~14%, an unrelated operation in ~10%.
+
+    14% is the share with previous surgery in seed 1's cohort (Table 1), equal
+    in responders and non-responders (p = 1.0) -- so surgery carries **no
+    signal** here: it is drawn independently of the response latent, and a
+    model should find it uninformative.  A resection lies 6-60 months before
+    T0 (a recurrence after curative surgery, now treated with immunotherapy);
+    its kind follows the usual mix (lobectomy most, then sublobar resection,
+    then pneumonectomy).  The unrelated operation (an appendectomy 5-40 years
+    earlier) is a distractor: a client that counts any surgery gets it wrong.
+    """
+    procedures = []
+    if rng.random() < 0.14:
+        kind = str(rng.choice(THORACIC_PROCEDURES, p=[0.7, 0.18, 0.12]))
+        days = int(rng.integers(round(6 * MONTH_DAYS), round(60 * MONTH_DAYS)))
+        procedures.append((kind, True, days))
+    if rng.random() < 0.10:
+        procedures.append(("appendectomy", False, int(rng.integers(5 * 365, 40 * 365))))
+    return tuple(
+        PriorProcedure(
+            procedure_id=f"{fhir_patient_id}-procedure-{kind}",
+            kind=kind,
+            thoracic=thoracic,
+            performed=dt.datetime.combine(
+                treatment_start - dt.timedelta(days=days),
+                dt.time(int(rng.integers(8, 14)), 0),
+                HOSPITAL_TZ,
+            ),
+        )
+        for kind, thoracic, days in sorted(procedures, key=lambda p: -p[2])
     )
 
 

@@ -23,7 +23,7 @@ from icibenefit import __version__
 from icibenefit.domain import Analyte, LabTimepoint
 from icibenefit.privacy import pseudonymize
 from icibenefit.training.synth.anatomy import Anatomy, draw_anatomy
-from icibenefit.training.synth.clinical import ClinicalDraw, draw_clinical
+from icibenefit.training.synth.clinical import ClinicalDraw, draw_clinical, draw_procedures
 from icibenefit.training.synth.ct import (
     PatientInfo,
     StudyInfo,
@@ -61,7 +61,7 @@ from icibenefit.training.synth.segmentation import SEGMENT_LABEL, build_seg
 log = logging.getLogger(__name__)
 
 Size = Literal["small", "full"]
-FHIR_TYPES = ("Patient", "Observation", "MedicationAdministration", "Condition")
+FHIR_TYPES = ("Patient", "Observation", "MedicationAdministration", "Condition", "Procedure")
 
 #: A tumour below this volume is "no longer visible": no segmentation is written.
 VANISHED_ML = 1.0
@@ -72,6 +72,8 @@ RTSTRUCT_EVERY = 4
 _TABLE_SHIFT_MM = (4.0, 4.0, 5.0)
 _FIRST_TREATMENT_START = dt.date(2019, 1, 7)
 _STREAM_COURSE, _STREAM_CLINICAL, _STREAM_SCHEDULE, _STREAM_ANATOMY, _STREAM_IMAGE = range(5)
+#: Surgical history; a stream of its own so that adding it shifted nothing else.
+_STREAM_PROCEDURES = 5
 
 
 @dataclass(frozen=True)
@@ -187,13 +189,18 @@ def _generate_patient(
     treatment_start = _FIRST_TREATMENT_START + dt.timedelta(
         days=int(schedule_rng.integers(0, 5 * 365))
     )
+    fhir_patient_id = f"pat-{patient_id.lower()}"
+    procedures = draw_procedures(
+        _rng(seed, index, _STREAM_PROCEDURES), fhir_patient_id, treatment_start
+    )
     draw = draw_clinical(
         _rng(seed, index, _STREAM_CLINICAL),
         patient_id,
-        f"pat-{patient_id.lower()}",
+        fhir_patient_id,
         treatment_start,
         course,
         signal,
+        procedures,
     )
     scans = _schedule_scans(schedule_rng, treatment_start, course)
     record = draw.record
@@ -346,6 +353,7 @@ def _csv_row(entry: PatientEntry, draw: ClinicalDraw) -> dict[str, Any]:
         "smoking_status": record.smoking_status,
         "bmi": record.bmi,
         "pdl1_tps": record.pdl1_tps,
+        "previous_surgery": record.previous_surgery,
         "metastasis_sites": ";".join(record.metastasis_sites),
     }
     for tp in LabTimepoint:

@@ -16,6 +16,7 @@ from fhir.resources.R4B.condition import Condition
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
 from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
@@ -56,6 +57,17 @@ METASTASIS_CODES: dict[str, tuple[str, str]] = {
     "bone": ("94222008", "Secondary malignant neoplasm of bone"),
     "adrenal": ("94148006", "Secondary malignant neoplasm of adrenal gland"),
 }
+#: PriorProcedure.kind -> (SNOMED CT procedure, display).  The lung resections are
+#: the ones a hospital most often records; the appendectomy is a non-thoracic
+#: distractor.
+PROCEDURE_CODES: dict[str, tuple[str, str]] = {
+    "lobectomy": ("173171007", "Lobectomy of lung"),
+    "segmentectomy": ("173172000", "Excision of segment of lung"),
+    "pneumonectomy": ("49795001", "Total pneumonectomy"),
+    "appendectomy": ("80146002", "Appendectomy"),
+}
+SURGICAL_PROCEDURE = ("387713003", "Surgical procedure")
+LUNG_STRUCTURE = ("39607008", "Lung structure")
 #: record smoking status -> (SNOMED CT finding, display)
 SMOKING_CODES: dict[str, tuple[str, str]] = {
     "never": ("266919005", "Never smoked tobacco"),
@@ -139,6 +151,7 @@ def patient_resources(
             _validated(MedicationAdministration, m) for m in _administrations(draw, subject)
         ],
         "Condition": [_validated(Condition, c) for c in _conditions(draw, subject)],
+        "Procedure": [_validated(Procedure, p) for p in _procedures(draw, subject)],
     }
 
 
@@ -250,6 +263,25 @@ def _conditions(draw: ClinicalDraw, subject: dict[str, str]) -> list[dict[str, A
         }
         for suffix, (code, display) in entries
     ]
+
+
+def _procedures(draw: ClinicalDraw, subject: dict[str, str]) -> list[dict[str, Any]]:
+    resources = []
+    for procedure in draw.procedures:
+        code, display = PROCEDURE_CODES[procedure.kind]
+        resource: dict[str, Any] = {
+            "resourceType": "Procedure",
+            "id": procedure.procedure_id,
+            "status": "completed",
+            "category": {"coding": [_coding(SNOMED, *SURGICAL_PROCEDURE)]},
+            "code": {"coding": [_coding(SNOMED, code, display)], "text": display},
+            "subject": subject,
+            "performedDateTime": procedure.performed.isoformat(),
+        }
+        if procedure.thoracic:
+            resource["bodySite"] = [{"coding": [_coding(SNOMED, *LUNG_STRUCTURE)]}]
+        resources.append(resource)
+    return resources
 
 
 def _validated(model: type[Resource], data: dict[str, Any]) -> dict[str, Any]:
