@@ -82,6 +82,37 @@ def administration(
     }
 
 
+SNOMED = "http://snomed.info/sct"
+LOBECTOMY = {"system": SNOMED, "code": "173171007", "display": "Lobectomy of lung"}
+APPENDECTOMY = {"system": SNOMED, "code": "80146002", "display": "Appendectomy"}
+
+
+def procedure(
+    proc_id: str,
+    fhir_id: str,
+    performed: dt.datetime | str | None,
+    coding: dict[str, str] | None = None,
+    status: str = "completed",
+    text: str | None = None,
+) -> dict[str, Any]:
+    """A Procedure performed at ``performed`` (a datetime, a partial date string, or undated)."""
+    code: dict[str, Any] = {"coding": [coding]} if coding else {}
+    if text:
+        code["text"] = text
+    resource: dict[str, Any] = {
+        "resourceType": "Procedure",
+        "id": proc_id,
+        "status": status,
+        "code": code,
+        "subject": {"reference": f"Patient/{fhir_id}"},
+    }
+    if performed is not None:
+        resource["performedDateTime"] = (
+            performed if isinstance(performed, str) else performed.isoformat()
+        )
+    return resource
+
+
 def at(day: int, hour: int = 8) -> dt.datetime:
     """A draw ``day`` days from T0 at ``hour`` o'clock, hospital time."""
     return dt.datetime.combine(T0 + dt.timedelta(days=day), dt.time(hour), TZ)
