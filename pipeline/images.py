@@ -30,7 +30,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pydicom
@@ -39,6 +39,9 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut
 
 from icibenefit.errors import DicomInputError, GeometryError
+
+if TYPE_CHECKING:
+    from icibenefit.settings import Settings
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
@@ -434,6 +437,17 @@ class SeriesSelectionRules:
             raise ValueError("priority holds each of 'kernel' and 'thickness' at most once")
         for pattern in self.soft_tissue_kernels + self.sharp_kernels:
             re.compile(pattern)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SeriesSelectionRules:
+        """The operator's rules (``series_*`` settings; their defaults are this class's)."""
+        return cls(
+            require_axial=settings.series_require_axial,
+            min_images=settings.series_min_images,
+            soft_tissue_kernels=tuple(settings.series_soft_tissue_kernels),
+            sharp_kernels=tuple(settings.series_sharp_kernels),
+            priority=tuple(settings.series_priority),
+        )
 
     def kernel_rank(self, summary: SeriesSummary) -> int:
         """0 = soft tissue, 1 = unknown, 2 = sharp (lung/bone)."""

@@ -32,6 +32,7 @@ ensemble; without any usable CT, the clinical baseline model alone.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,10 @@ from icibenefit.pipeline.clinical_features import (
     lab_observation_ids,
 )
 from icibenefit.pipeline.delta import SLOTS, DeltaClipper, delta_features, longitudinal_vector
+from icibenefit.pipeline.rules import PipelineRules
+from icibenefit.pipeline.timeline import TimelineRules
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["baseline", "delta", "longitudinal"]
 RISK_THRESHOLD = 0.5
@@ -373,15 +378,15 @@ class PlannedTimepoint:
 
 
 def plan_timepoints(
-    files: Sequence[str], record: ClinicalRecord | dt.date
+    files: Sequence[str], record: ClinicalRecord | dt.date, rules: TimelineRules | None = None
 ) -> tuple[list[PlannedTimepoint], list[str]]:
     """Baseline and up to two follow-up CTs from a patient's DICOM files, and why.
 
     Headers are read without pixels and handed to
-    :func:`icibenefit.pipeline.timeline.build_timeline` (METHOD.md windows,
-    series choice, vanished tumours).  A patient without a usable baseline CT
-    gets no imaging timepoints (the clinical model alone then serves) and the
-    timeline's reasons as decisions.
+    :func:`icibenefit.pipeline.timeline.build_timeline` (the ``rules``' windows
+    and series choice, METHOD.md's by default; vanished tumours).  A patient
+    without a usable baseline CT gets no imaging timepoints (the clinical model
+    alone then serves) and the timeline's reasons as decisions.
     """
     import pydicom
 
@@ -390,7 +395,7 @@ def plan_timepoints(
 
     headers = [(path, pydicom.dcmread(path, stop_before_pixels=True)) for path in sorted(files)]
     try:
-        timeline = build_timeline(records_from_headers(headers), record)
+        timeline = build_timeline(records_from_headers(headers), record, rules)
     except TimelineError as exc:
         return [], [str(exc)]
     planned = [
@@ -426,13 +431,17 @@ def normalizer_from(statistics: Mapping[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class ImagingSettings:
-    """What imaging features depend on: the bundle's (or training's) learned preprocessing."""
+    """What imaging features depend on: the bundle's (or training's) learned preprocessing.
+
+    ``rules`` are the operator's clinical rules (timepoints, series, primary tumour).
+    """
 
     normalizer: Any
     radiomics_params: Mapping[str, Any]
     radiomics_features: tuple[str, ...] | None
     network: Any = None
     unet: Any = None
+    rules: PipelineRules = field(default_factory=PipelineRules)
 
 
 def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> TimepointFeatures:
@@ -443,7 +452,9 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
     from icibenefit.pipeline.segmentation import load_tumour_mask
 
     ct = load_ct_volume(planned.ct_files)
-    mask = load_tumour_mask(planned.segmentation_file, ct)
+    mask = load_tumour_mask(
+        planned.segmentation_file, ct, primary_labels=settings.rules.primary_labels
+    )
     radiomics = extract_radiomics(
         ct.image,
         mask.mask,
@@ -498,11 +509,16 @@ TOP_FEATURES = 5
 
 @dataclass(frozen=True)
 class BundlePredictor:
-    """A verified model bundle ready to score patients (build with :func:`open_bundle`)."""
+    """A verified model bundle ready to score patients (build with :func:`open_bundle`).
+
+    ``rule_differences`` names each clinical rule served differently from the
+    bundle's training (see :meth:`~icibenefit.pipeline.rules.PipelineRules.differences`).
+    """
 
     bundle: Any
     predictor: Predictor
     imaging: ImagingSettings
+    rule_differences: tuple[str, ...] = ()
 
     @property
     def demonstration(self) -> bool:
@@ -517,7 +533,13 @@ class BundlePredictor:
             return PatientFeatures(
                 record, (), ("the model bundle has no imaging model: clinical data only",)
             )
-        planned, decisions = plan_timepoints(files, record)
+        planned, decisions = plan_timepoints(files, record, self.imaging.rules.timeline)
+        if self.rule_differences:
+            decisions.insert(
+                0,
+                "clinical rules differ from the model's training (retrain or validate the "
+                "model under them): " + "; ".join(self.rule_differences),
+            )
         kept: list[TimepointFeatures] = []
         for timepoint in planned:
             try:
@@ -567,7 +589,9 @@ def bundle_unet(bundle: Any) -> Any:
     return load_unet(bundle.tensors("unet"))
 
 
-def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
+def open_bundle(
+    path: Any, *, explain: bool = True, rules: PipelineRules | None = None
+) -> BundlePredictor:
     """Load and verify a bundle and wrap it for inference.
 
     Parameters
@@ -576,6 +600,9 @@ def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
         The bundle directory.
     explain
         Compute SHAP top features of the clinical model (seconds per patient).
+    rules
+        The clinical rules to apply (callers pass
+        :meth:`PipelineRules.from_settings`); METHOD.md's when ``None``.
     """
     from icibenefit.model_store.bundle import load_bundle
 
@@ -594,9 +621,23 @@ def open_bundle(path: Any, *, explain: bool = True) -> BundlePredictor:
         radiomics_features=tuple(manifest.robust_features) or None,
         network=network,
         unet=bundle_unet(bundle),
+        rules=rules or PipelineRules(),
     )
+    differences = imaging.rules.differences(manifest.extra.get("pipeline_rules") or {})
+    if differences and imaging.normalizer is not None:
+        log.warning(
+            "bundle %s %s was trained under other clinical rules: %s",
+            manifest.name,
+            manifest.version,
+            "; ".join(differences),
+        )
     explainer = _bundle_explainer(bundle) if explain else None
-    return BundlePredictor(bundle, Predictor(catalogue, bundle.estimator, explainer), imaging)
+    return BundlePredictor(
+        bundle,
+        Predictor(catalogue, bundle.estimator, explainer),
+        imaging,
+        tuple(differences) if imaging.normalizer is not None else (),
+    )
 
 
 def _bundle_explainer(bundle: Any) -> ShapExplainer:

@@ -6,7 +6,9 @@ whose ``decisions`` say, in sentences a report can quote, which series were
 used, which were dropped and why.  :func:`records_from_headers` builds the
 records from DICOM headers (e.g. read with ``stop_before_pixels``).
 
-Rules (choices the method leaves open are marked *):
+Rules (choices the method leaves open are marked *; the numbers and lists are
+the defaults of :class:`TimelineRules`, which operators change through the
+``timeline_*`` and ``series_*`` settings, see :mod:`icibenefit.pipeline.rules`):
 
 * Baseline: the latest chest CT with ``-60 <= days from T0 <= 0`` (*a CT on
   the day of T0 counts as baseline: it precedes the first infusion).
@@ -29,7 +31,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydicom.dataset import Dataset
 
@@ -43,6 +45,9 @@ from icibenefit.pipeline.images import (
     summarize_series,
 )
 from icibenefit.pipeline.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
+
+if TYPE_CHECKING:
+    from icibenefit.settings import Settings
 
 Label = Literal["baseline", "followup1", "followup2"]
 FOLLOWUP_LABELS: tuple[Label, ...] = ("followup1", "followup2")
@@ -86,6 +91,17 @@ class TimelineRules:
             raise ValueError("timeline windows must be positive")
         if not 0 <= self.max_followups <= len(FOLLOWUP_LABELS):
             raise ValueError(f"max_followups must be 0..{len(FOLLOWUP_LABELS)}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TimelineRules:
+        """The operator's rules (``timeline_*`` and ``series_*`` settings)."""
+        return cls(
+            baseline_window_days=settings.timeline_baseline_window_days,
+            followup_window_days=settings.timeline_followup_window_days,
+            max_followups=settings.timeline_max_followups,
+            chest_body_parts=tuple(settings.timeline_chest_body_parts),
+            series_rules=SeriesSelectionRules.from_settings(settings),
+        )
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
     ``cohort`` provides the training cohort, only when training is needed.
     """
     from icibenefit.model_store.store import ModelStore
+    from icibenefit.pipeline.rules import PipelineRules
 
     if settings.model_bundle is not None:
         say(f"model: using the configured bundle {settings.model_bundle}")
@@ -160,6 +161,8 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
         workers=2,
         n_boot=TRAIN_BOOTSTRAP,
         version=DEMO_VERSION,
+        rules=PipelineRules.from_settings(settings),
+        lidc_image_dir=settings.lidc_image_dir,
     )
     bundle_id = store.add(bundle, promote=True)
     say(

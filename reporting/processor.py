@@ -48,9 +48,9 @@ class ActiveBundlePredictor:
 
     :func:`icibenefit.pipeline.inference.open_bundle` is what ``icibenefit
     predict`` uses too, so the service and the offline command give the same
-    probabilities for the same files and record.  The configured bundle (the
-    ``model_bundle`` setting, else the store's active one) is resolved for every
-    job and reopened only when it changed.
+    probabilities for the same files and record, under the clinical rules of
+    the settings.  The configured bundle (the ``model_bundle`` setting, else the
+    store's active one) is resolved for every job and reopened only when it changed.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -67,10 +67,11 @@ class ActiveBundlePredictor:
     def _bundle(self) -> Any:
         from icibenefit.model_store.store import configured_bundle_path
         from icibenefit.pipeline.inference import open_bundle
+        from icibenefit.pipeline.rules import PipelineRules
 
         path = configured_bundle_path(self.settings)
         if self._opened is None or self._opened[0] != path:
-            opened = open_bundle(path)
+            opened = open_bundle(path, rules=PipelineRules.from_settings(self.settings))
             manifest = opened.bundle.manifest
             log.info("model bundle %s %s opened", manifest.name, manifest.version)
             self._opened = (path, opened)

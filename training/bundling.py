@@ -8,7 +8,8 @@ Bundle contents written here:
 * ``json/shap-<endpoint>-clinical-<kind>.json``: SHAP background rows;
 * manifest: feature schema, preprocessing (HU statistics, delta bounds),
   pyradiomics parameters, robust features, metrics, recipe, and in ``extra``
-  the serving catalogue, the split and the tuned hyper-parameters.
+  the serving catalogue, the split, the tuned hyper-parameters and the
+  clinical rules the features were computed under (``pipeline_rules``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def write_bundle(
             "cv_auc": {name: t.cv_auc for name, t in fitted.items()},
             "cnn": extracted.cnn_manifest,
             "unet": extracted.unet_manifest,
+            "pipeline_rules": extracted.rules.as_settings(),
         },
     )
     for name, tuned in sorted(fitted.items()):

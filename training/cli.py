@@ -49,10 +49,12 @@ def train(
     ] = False,
 ) -> None:
     """Train the models of a recipe on a cohort and write a model bundle."""
+    from icibenefit.pipeline.rules import PipelineRules
     from icibenefit.training.features import CnnBudget
     from icibenefit.training.trainer import train as run_training
 
-    configure_logging(settings_from(ctx))
+    settings = settings_from(ctx)
+    configure_logging(settings)
     chosen = tuple(e.strip() for e in endpoints.split(",") if e.strip()) if endpoints else None
     result = run_training(
         cohort,
@@ -67,6 +69,8 @@ def train(
         n_boot=n_boot,
         progress=True,
         cnn_budget=CnnBudget.quick() if quick_cnn else None,
+        rules=PipelineRules.from_settings(settings),
+        lidc_image_dir=settings.lidc_image_dir,
     )
     typer.echo(f"bundle: {result.bundle}")
     typer.echo(f"report: {result.report_dir / 'report.md'}")

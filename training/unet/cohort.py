@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def _patch(
-    planned: PlannedTimepoint, normalizer: IntensityNormalizer
+    planned: PlannedTimepoint, normalizer: IntensityNormalizer, primary_labels: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.segmentation import load_tumour_mask
@@ -37,7 +37,7 @@ def _patch(
 
     try:
         ct = load_ct_volume(planned.ct_files)
-        mask = load_tumour_mask(planned.segmentation_file, ct)
+        mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
         patch = unet_patch(ct.image, mask.mask, normalizer)
     except IciBenefitError as exc:
         logger.info("UNET patch of %s skipped: %s", planned.label, exc)
@@ -51,8 +51,11 @@ def fit_unet_on_timepoints(
     config: UNetConfig,
     seed: int,
     workers: int,
+    primary_labels: Sequence[str],
 ) -> tuple[dict[str, torch.Tensor], UNetHistory, int]:
     """Train the UNET on the tumour patches of ``timepoints``; weights, history, patch count.
+
+    ``primary_labels`` choose the tumour among several segments, as inference does.
 
     Raises
     ------
@@ -62,7 +65,14 @@ def fit_unet_on_timepoints(
     # Spawned workers, as the trainer's: forking a parent that has run torch can deadlock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        patches: list[Any] = list(pool.map(_patch, timepoints, [normalizer] * len(timepoints)))
+        patches: list[Any] = list(
+            pool.map(
+                _patch,
+                timepoints,
+                [normalizer] * len(timepoints),
+                [tuple(primary_labels)] * len(timepoints),
+            )
+        )
     usable = [p for p in patches if p is not None]
     if not usable:
         raise TrainingError("no CT timepoint with a tumour mask to train the UNET on")

@@ -36,7 +36,8 @@ def test_bundle_is_reopened_only_when_the_configured_one_changes(
 
     bundles = []
 
-    def fake_open(path):
+    def fake_open(path, *, rules):
+        assert rules.timeline.baseline_window_days == 45  # the settings' rules, passed on
         opened.append(path)
         bundles.append(FakeBundle(path))
         return bundles[-1]
@@ -46,7 +47,9 @@ def test_bundle_is_reopened_only_when_the_configured_one_changes(
     monkeypatch.setattr(
         "icibenefit.model_store.store.configured_bundle_path", lambda settings: current["path"]
     )
-    predictor = processor_module.ActiveBundlePredictor(make_settings())
+    predictor = processor_module.ActiveBundlePredictor(
+        make_settings(timeline_baseline_window_days=45)
+    )
     assert predictor("record", [tmp_path / "b.dcm", tmp_path / "a.dcm"]) == "v1"
     assert predictor("record", []) == "v1"
     current["path"] = tmp_path / "v2"  # a promotion
