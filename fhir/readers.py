@@ -29,8 +29,9 @@ LAB_LOINC = tuple(sorted(codes.ANALYTE_BY_LOINC))
 HISTORY_LOINC = (codes.LOINC_SMOKING_STATUS, codes.LOINC_BMI, *codes.LOINC_PDL1)
 _MEDICATION_TYPES = ("MedicationAdministration", "MedicationStatement", "MedicationRequest")
 #: Answers to a search that mean "this server will not search that" (bad request for
-#: its parameters, not allowed, no such type, not implemented) rather than an outage.
-CANNOT_SEARCH_STATUSES = frozenset({400, 401, 403, 404, 405, 501})
+#: its parameters, forbidden by our scopes, no such type, not implemented) rather than
+#: an outage.  401 is not one: failed authentication fails every search, loudly.
+CANNOT_SEARCH_STATUSES = frozenset({400, 403, 404, 405, 501})
 
 Resource = dict[str, Any]
 

@@ -9,7 +9,7 @@ import pytest
 from fhir.resources.R4B.procedure import Procedure
 from unit.fhir import fhir_samples as s
 
-from icibenefit.errors import FhirError
+from icibenefit.errors import FhirError, FhirStatusError
 from icibenefit.fhir import NdjsonReader, ReaderClinicalSource, ServerReader, codes
 from icibenefit.fhir.client import FhirClient
 from icibenefit.fhir.surgery import performed_last_day, previous_surgery
@@ -218,6 +218,16 @@ def test_a_server_that_refuses_the_procedure_search_leaves_surgery_unknown(statu
     assert not sleeps  # a refusal is not retried
     assert "Procedure" in caplog.text
     assert "pat-secret" not in caplog.text
+
+
+def test_failed_authentication_is_not_taken_for_a_refusal():
+    def handler(request):
+        return httpx.Response(401, json={"resourceType": "OperationOutcome", "issue": []})
+
+    reader, _ = _reader(handler)
+    with pytest.raises(FhirStatusError) as info:
+        reader.procedures("Patient/pat-a", s.T0)
+    assert info.value.status_code == 401
 
 
 def test_ndjson_reader_mirrors_the_date_search(tmp_path):
