@@ -122,6 +122,11 @@ EVENTS = frozenset(
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+def strip_url_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it removed."""
+    return _URL_USERINFO.sub("", text)
+
+
 def process_user() -> str:
     """The operating-system account running this process: the actor of CLI actions."""
     try:
@@ -155,7 +160,7 @@ def settings_summary(settings: Settings) -> tuple[str, dict[str, Any]]:
         elif value is None:
             values[name] = None
         elif isinstance(value, str):
-            values[name] = _URL_USERINFO.sub("", value)
+            values[name] = strip_url_credentials(value)
         elif isinstance(value, Path):
             values[name] = str(value)
         elif isinstance(value, list | tuple):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sqlite3
 import time
 import uuid
@@ -65,7 +64,6 @@ OUTBOX_STATES = ("queued", "sending", "done", "dead")
 #: ``sent`` names the delivered state as the ``sent`` audit event does.
 STATE_SYNONYMS = {"sent": "done"}
 MAX_BACKOFF_SECONDS = 3600.0
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 #: Characters of an error message kept in an audit entry (entries stay one short line).
 AUDIT_ERROR_CHARS = 300
 
@@ -192,7 +190,7 @@ class Outbox:
     def counts(self) -> dict[str, int]:
         """Items per state."""
         found = dict(self._conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"))
-        return {state: int(found.get(state, 0)) for state in ("queued", "sending", "done", "dead")}
+        return {state: int(found.get(state, 0)) for state in OUTBOX_STATES}
 
 
 class OutboxSender:
@@ -297,7 +295,7 @@ class OutboxSender:
                     "kind": item.kind,
                     "attempts": item.attempts,
                     "destination": destination_of(self._settings, item.kind),
-                    "error": without_credentials(message)[:AUDIT_ERROR_CHARS],
+                    "error": audit.strip_url_credentials(message)[:AUDIT_ERROR_CHARS],
                 },
             )
 
@@ -365,11 +363,6 @@ class OutboxSender:
             self._client = None
 
 
-def without_credentials(text: str) -> str:
-    """``text`` with every ``user:password@`` of a URL in it removed."""
-    return _URL_USERINFO.sub("", text)
-
-
 def destination_of(settings: Settings, kind: str, delivered_to: str | None = None) -> str:
     """Where an item went (``delivered_to``) or goes next, without credentials or ids.
 
@@ -429,7 +422,7 @@ def list_items(
         item = dict(row)
         item["destination"] = destination_of(settings, item["kind"], item["destination"])
         if item["last_error"] is not None:
-            item["last_error"] = without_credentials(item["last_error"])
+            item["last_error"] = audit.strip_url_credentials(item["last_error"])
         items.append(item)
     return items
 

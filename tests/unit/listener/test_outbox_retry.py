@@ -127,6 +127,11 @@ def test_delivered_fhir_destination_loses_query_and_credentials(make_settings) -
     )
     assert shown == "https://fhir.example/r4/Patient?*"
     assert destination_of(settings, "fhir") == "https://fhir.example/r4"
+    conn = index.connect(settings.data_dir)
+    Outbox(conn, settings).enqueue_fhir("POST", "RiskAssessment", {}, "fhir:2")
+    conn.execute("UPDATE outbox SET last_error = 'ConnectError: https://u:pw@fhir.example/r4'")
+    [item] = list_items(conn, settings)
+    assert item["last_error"] == "ConnectError: https://fhir.example/r4"
 
 
 def test_retry_refuses_items_that_are_not_dead_and_changes_nothing(dead_letters) -> None:
