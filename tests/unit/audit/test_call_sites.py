@@ -137,11 +137,13 @@ def test_listener_steps_are_audited(make_settings, tmp_path: Path, monkeypatch) 
         ("received", "stored"),
         ("study_stable", "queued"),
         ("sent", "delivered"),
+        ("job_dead", "dead"),
         ("job_retried", "requeued"),
     ]
-    assert [e.get("study") for e in entries[:4]] == [study] * 4
+    assert [e.get("study") for e in entries[:5]] == [study] * 5
     assert [e.get("patient") for e in entries[:3]] == [patient] * 3
     assert entries[0]["actor"] == "MODALITY1"
     assert entries[2]["details"]["job"] == job_id
-    assert entries[4]["details"] == {"jobs": [job_id], "requeued": 1}
-    assert entries[4]["actor"] == audit.process_user()
+    assert (entries[4]["patient"], entries[4]["details"]["error"]) == (patient, "boom")
+    assert entries[5]["details"] == {"jobs": [job_id], "requeued": 1}
+    assert entries[5]["actor"] == audit.process_user()
