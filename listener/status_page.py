@@ -62,7 +62,6 @@ MAX_FORM_BYTES = 4096
 #: Reporting's archive of FHIR transactions (``icibenefit.reporting.runner.FHIR_ARCHIVE``,
 #: not imported: that module pulls highdicom into the status API's process).
 FHIR_ARCHIVE = Path("reports") / "fhir"
-_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -277,7 +276,7 @@ def peer_health(
         else:
             configured = bool(settings.fhir_base_url)
             target = (
-                _URL_USERINFO.sub("", str(settings.fhir_base_url))
+                audit.strip_url_credentials(str(settings.fhir_base_url))
                 if configured
                 else f"not configured: reports go to {settings.data_dir / 'outbox' / 'fhir'}"
             )
