@@ -1,9 +1,11 @@
 """The status page: one server-rendered HTML page for the people who run icibenefit.
 
 ``GET /`` (and ``/status``) shows recent studies, jobs with their state, attempts
-and a retry button, the outbox (depth, dead letters), recent predictions and
-the health of the PACS and FHIR connections.  ``POST /jobs/<id>/retry``
-re-queues a failed or dead job and redirects back (POST/redirect/GET).
+and a retry button, the outbox (depth, dead letters with a re-send button),
+recent predictions and the health of the PACS and FHIR connections.
+``POST /jobs/<id>/retry`` re-queues a failed or dead job and
+``POST /outbox/<id>/retry`` a dead letter (what ``icibenefit outbox retry``
+does), then redirect back (POST/redirect/GET).
 
 The page is built in three layers so the HTML is testable without a server:
 :func:`collect` reads the index (and the reports archive) into a
@@ -17,7 +19,7 @@ keyed hash the index stores, Study Instance UIDs are shortened to their last
 digits (enough to tell studies apart on screen and in a screenshot pasted into
 a ticket) next to the audit log's study reference.
 
-Misuse: the retry form is a state change, so it needs (1) POST, (2) the
+Misuse: a retry form is a state change, so it needs (1) POST, (2) the
 per-process random token embedded in the page (a cross-site page cannot read
 it), (3) an ``Origin``/``Referer``/``Sec-Fetch-Site`` that, when the browser
 sends one, names this very origin, and, when the API is bound to loopback (the
@@ -48,13 +50,14 @@ from urllib.parse import parse_qs, urlsplit
 from icibenefit import audit
 from icibenefit.listener import queries
 from icibenefit.listener.jobs import JOB_STATES, JobQueue
+from icibenefit.listener.outbox import NotRetryableError, requeue_dead
 from icibenefit.privacy import pseudonymize
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PAGE_PATHS = frozenset({"/", "/status"})
-RETRY_PATH = re.compile(r"/jobs/(\d{1,18})/retry")
+RETRY_PATH = re.compile(r"/(jobs|outbox)/(\d{1,18})/retry")
 RECENT = 25
 HEALTH_CACHE_SECONDS = 30.0
 HEALTH_TIMEOUT_SECONDS = 3.0
@@ -401,10 +404,8 @@ def render(data: StatusData, *, csrf_token: str, flash: str | None = None) -> st
         state = str(job["state"])
         button = ""
         if state in ("failed", "dead"):
-            button = (
-                f'<form method=post action="/jobs/{int(job["id"])}/retry">'
-                f'<input type=hidden name=csrf_token value="{esc(csrf_token)}">'
-                f'<button type=submit name=retry id="retry-{int(job["id"])}">Retry</button></form>'
+            button = _retry_form(
+                f"/jobs/{int(job['id'])}/retry", f"retry-{int(job['id'])}", "Retry", csrf_token
             )
         next_attempt = when(job["next_attempt_at"]) if state in ("queued", "failed") else ""
         parts.append(
@@ -430,7 +431,7 @@ def render(data: StatusData, *, csrf_token: str, flash: str | None = None) -> st
             f"<td>{esc(study['version'])}</td><td>{esc(when(study['last_received_at']))}</td></tr>"
         )
     parts.append("</table>")
-    parts += _outbox(data, ref)
+    parts += _outbox(data, ref, csrf_token)
     parts += _predictions(data.predictions, ref)
     parts.append(
         "<p class=muted>Patients appear as keyed hashes; studies as their audit reference and "
@@ -464,7 +465,15 @@ def _connections(peers: Sequence[PeerHealth]) -> list[str]:
     return rows
 
 
-def _outbox(data: StatusData, ref: Callable[[str | None], str]) -> list[str]:
+def _retry_form(action: str, button_id: str, label: str, csrf_token: str) -> str:
+    return (
+        f'<form method=post action="{esc(action)}">'
+        f'<input type=hidden name=csrf_token value="{esc(csrf_token)}">'
+        f'<button type=submit name=retry id="{esc(button_id)}">{esc(label)}</button></form>'
+    )
+
+
+def _outbox(data: StatusData, ref: Callable[[str | None], str], csrf_token: str) -> list[str]:
     counts = data.outbox_counts
     depth = counts.get("queued", 0) + counts.get("sending", 0)
     rows = [
@@ -475,14 +484,18 @@ def _outbox(data: StatusData, ref: Callable[[str | None], str]) -> list[str]:
     if data.dead_letters:
         rows.append(
             "<table id=dead-letters><tr><th>item</th><th>kind</th><th>study</th>"
-            "<th>attempts</th><th>created</th><th>last error</th></tr>"
+            "<th>attempts</th><th>created</th><th>last error</th><th></th></tr>"
         )
         for item in data.dead_letters:
+            item_id = int(item["id"])
+            button = _retry_form(
+                f"/outbox/{item_id}/retry", f"resend-{item_id}", "Re-send", csrf_token
+            )
             rows.append(
-                f"<tr><td>{int(item['id'])}</td><td>{esc(item['kind'])}</td>"
+                f'<tr data-outbox-id="{item_id}"><td>{item_id}</td><td>{esc(item["kind"])}</td>'
                 f"<td>{ref(item['study_uid'])}</td><td>{esc(item['attempts'])}</td>"
                 f"<td>{esc(when(item['created_at']))}</td>"
-                f"<td class=err>{esc((item['last_error'] or '')[:300])}</td></tr>"
+                f"<td class=err>{esc((item['last_error'] or '')[:300])}</td><td>{button}</td></tr>"
             )
         rows.append("</table>")
     return rows
@@ -569,36 +582,54 @@ class StatusPage:
             return
         query = parse_qs(urlsplit(request.path).query)
         flash = None
+        ok = query.get("ok") == ["1"]
         if "retried" in query:
             job = query["retried"][0]
             flash = (
                 f"Job {job} re-queued."
-                if query.get("ok") == ["1"]
+                if ok
                 else f"Job {job} was not re-queued (not failed or dead)."
+            )
+        elif "resent" in query:
+            item = query["resent"][0]
+            flash = (
+                f"Outbox item {item} re-queued for delivery."
+                if ok
+                else f"Outbox item {item} was not re-queued (not a dead letter, or payload gone)."
             )
         data = collect(conn, self.settings, self.checker, healthy=self.healthy())
         self._send(request, 200, render(data, csrf_token=self.csrf_token, flash=flash), "text/html")
 
     def post(self, request: BaseHTTPRequestHandler, conn: sqlite3.Connection) -> None:
-        """Re-queue the job named by the path, after the misuse checks of the module doc."""
+        """Re-queue the job or dead letter named by the path, after the misuse checks."""
         match = RETRY_PATH.fullmatch(urlsplit(request.path).path)
         problem = self._refuse(request)
         if match is None or problem:
             self._send(request, 403 if match else 404, problem or "Not found.")
             return
-        job_id = int(match.group(1))
-        retried = JobQueue(conn, self.settings).retry([job_id]) == 1
+        what, item_id = match.group(1), int(match.group(2))
         client = request.client_address[0] if request.client_address else "?"
-        audit.record(
-            "job_retried",
-            component="listener.status_page",
-            actor=f"status page from {client}",
-            outcome="requeued" if retried else "not_retryable",
-            details={"job": job_id},
-        )
-        log.info("status page: job %d retry requested from %s (%s)", job_id, client, retried)
+        actor = f"status page from {client}"
+        if what == "jobs":
+            retried = JobQueue(conn, self.settings).retry([item_id]) == 1
+            audit.record(
+                "job_retried",
+                component="listener.status_page",
+                actor=actor,
+                outcome="requeued" if retried else "not_retryable",
+                details={"job": item_id},
+            )
+            location = f"/?retried={item_id}&ok={int(retried)}"
+        else:
+            try:  # requeue_dead audits both outcomes itself
+                requeue_dead(conn, [item_id], actor=actor, component="listener.status_page")
+                retried = True
+            except NotRetryableError:
+                retried = False
+            location = f"/?resent={item_id}&ok={int(retried)}"
+        log.info("status page: %s %d retry requested from %s (%s)", what, item_id, client, retried)
         request.send_response(303)
-        request.send_header("Location", f"/?retried={job_id}&ok={int(retried)}")
+        request.send_header("Location", location)
         request.send_header("Content-Length", "0")
         for name, value in SECURITY_HEADERS.items():
             request.send_header(name, value)

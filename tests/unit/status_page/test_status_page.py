@@ -129,12 +129,19 @@ def test_page_shows_studies_jobs_outbox_predictions_without_identifiers(
     assert "icibenefit-demo demo-1" in page
 
 
-def test_only_failed_or_dead_jobs_get_a_retry_form_with_the_token(settings, populated) -> None:
+def test_only_failed_or_dead_jobs_and_dead_letters_get_a_form_with_the_token(
+    settings, populated
+) -> None:
     conn, jobs = populated
     page = render(collect(conn, settings), csrf_token='t"<k')
     assert f'action="/jobs/{jobs["dead"]}/retry"' in page
     assert f'action="/jobs/{jobs["done"]}/retry"' not in page
-    assert page.count("<form method=post") == 1
+    dead_letter, delivered = (
+        row[0] for row in conn.execute("SELECT id FROM outbox ORDER BY id").fetchall()
+    )
+    assert f'action="/outbox/{dead_letter}/retry"' in page
+    assert f'action="/outbox/{delivered}/retry"' not in page
+    assert page.count("<form method=post") == 2
     assert 'value="t&quot;&lt;k"' in page, "the token is escaped like everything else"
 
 
@@ -320,3 +327,45 @@ def test_fhir_target_hides_credentials_in_the_url(make_settings) -> None:
         conn.close()
     assert "hunter2" not in page
     assert "https://fhir.example.org/R4" in page
+
+
+def test_dead_letter_resend_button_requeues_it_once(settings, page_server) -> None:
+    base, _jobs, page = page_server
+    payload = settings.data_dir / "outbox-payload.json"
+    payload.write_text("{}")
+    conn = index.connect(settings.data_dir)
+    try:
+        item = conn.execute(
+            "INSERT INTO outbox (kind, dedup_key, payload_path, study_uid, state, attempts,"
+            " next_attempt_at, created_at, last_error) VALUES ('fhir', 'k3', ?, ?, 'dead', 10,"
+            " 0, 0, 'DeliveryError: FHIR server answered 503')",
+            (str(payload), STUDY),
+        ).lastrowid
+    finally:
+        conn.close()
+    page_html = httpx.get(base + "/").text
+    assert f'action="/outbox/{item}/retry"' in page_html
+    token = {"csrf_token": page.csrf_token}
+
+    refused = httpx.post(f"{base}/outbox/{item}/retry", data={"csrf_token": "guess"})
+    assert refused.status_code == 403
+    accepted = httpx.post(f"{base}/outbox/{item}/retry", data=token, headers={"Origin": base})
+    assert accepted.headers["Location"] == f"/?resent={item}&ok=1"
+    again = httpx.post(f"{base}/outbox/{item}/retry", data=token)
+    assert again.headers["Location"] == f"/?resent={item}&ok=0"
+    conn = index.connect(settings.data_dir)
+    try:
+        row = conn.execute("SELECT state, attempts FROM outbox WHERE id = ?", (item,)).fetchone()
+    finally:
+        conn.close()
+    assert (row["state"], row["attempts"]) == ("queued", 0)
+    assert (
+        f"Outbox item {item} re-queued for delivery."
+        in httpx.get(base + accepted.headers["Location"]).text
+    )
+    outcomes = [
+        e["outcome"]
+        for e in audit.AuditLog.from_settings(settings).entries()
+        if e["event"] == "outbox_retried"
+    ]
+    assert outcomes == ["requeued", "refused"]
