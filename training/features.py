@@ -2,7 +2,9 @@
 
 Order matters because some preprocessing is learned from training patients:
 
-1. plan every patient's CT timepoints (:func:`~icibenefit.pipeline.inference.plan_timepoints`);
+1. plan every patient's CT timepoints (:func:`~icibenefit.pipeline.inference.plan_timepoints`)
+   under the clinical rules the bundle will be served with
+   (:class:`~icibenefit.pipeline.rules.PipelineRules`, also used to choose each mask's tumour);
 2. draw the held-out split (needs to know who has baseline and follow-up CT);
 3. fit the HU z-score statistics on the training patients' baseline CTs;
 4. select the robust radiomics features by ICC(3,1) under perturbation

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from icibenefit.cli import app
 from icibenefit.errors import ModelBundleError
+from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.training.recipes import Recipe, SearchSpace, load_recipe
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -75,6 +76,7 @@ def test_train_builds_every_model_of_tables_2_to_4(trained: tuple[Path, Path, Pa
         "longitudinal": ["clinical", "dfimm"],
     }
     assert 0 < len(manifest["robust_features"]) < 1502
+    assert manifest["extra"]["pipeline_rules"] == PipelineRules().as_settings()
     for endpoint in recipe.endpoints:
         predictions = pd.read_csv(report / endpoint / "predictions.csv")
         for model in (
@@ -131,6 +133,29 @@ def test_predict_on_dicom_equals_training_probabilities(
         if index == 0:
             assert all(len(e["top_features"]) == 5 for e in prediction["endpoints"])
     assert "longitudinal" in kinds
+
+
+def test_predict_applies_the_configured_rules_and_says_they_differ(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A site that uses no follow-up CT gets the baseline ensemble, and is told to retrain."""
+    cohort, bundle, report = trained
+    served = pd.read_csv(report / "served_predictions.csv", dtype={"patient_id": str})
+    patient = sorted(served[served["kind"] == "longitudinal"]["patient_id"])[0]
+    config = tmp_path / "icibenefit.toml"
+    config.write_text("timeline_max_followups = 0\n")
+    args = ["--config", str(config), "predict", "--dicom", str(cohort / "dicom")]
+    args += ["--clinical", str(cohort), "--patient", patient, "--bundle", str(bundle)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out"), "--no-explain"])
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "out").glob("prediction-*.json")
+    prediction = json.loads(written.read_text())
+    assert prediction["ensemble_kind"] == "baseline"
+    assert len(prediction["imaging"]) == 1
+    assert any(
+        d.startswith("clinical rules differ") and "timeline_max_followups = 0" in d
+        for d in prediction["decisions"]
+    )
 
 
 def test_tampered_bundle_refuses_to_load(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
