@@ -7,12 +7,16 @@ are plain phantoms: a bright sphere in air, one file per slice.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from icibenefit.listener.store import DicomStore, StoreOutcome
 
 PATIENT_ID = "LISTENER-PAT-0001"
 PATIENT_NAME = "Doe^Jane"
@@ -118,7 +122,6 @@ def write_ct_series(
 def write_seg(ct: CtSeries, path: Path) -> Path:
     """A one-segment DICOM SEG (highdicom) of the bright disc on the middle slices."""
     import highdicom as hd
-    from pydicom import dcmread
     from pydicom.sr.codedict import codes
 
     middle = len(ct.files) // 2
@@ -154,11 +157,33 @@ def write_seg(ct: CtSeries, path: Path) -> Path:
     return path
 
 
-def dataset_sha256(path: Path) -> str:
-    """SHA-256 of a Part 10 file's dataset, i.e. the bytes after the file meta group."""
-    import hashlib
-
+def dataset_bytes(path: Path) -> bytes:
+    """A Part 10 file's dataset as a peer sends it: the bytes after the file meta group."""
     data = path.read_bytes()
     assert data[128:132] == b"DICM"
     group_length = int.from_bytes(data[140:144], "little")  # (0002,0000) UL value
-    return hashlib.sha256(data[144 + group_length :]).hexdigest()
+    return data[144 + group_length :]
+
+
+def dataset_sha256(path: Path) -> str:
+    """SHA-256 of a Part 10 file's dataset (what the index records)."""
+    return hashlib.sha256(dataset_bytes(path)).hexdigest()
+
+
+def receive(
+    store: DicomStore, paths: list[Path], calling_ae: str = "TESTSCU"
+) -> list[StoreOutcome]:
+    """Hand each file to ``store`` as the SCP does after a C-STORE (Explicit VR LE)."""
+    outcomes = []
+    for path in paths:
+        ds = dcmread(path, stop_before_pixels=True)
+        outcomes.append(
+            store.store(
+                dataset_bytes(path),
+                str(ds.file_meta.TransferSyntaxUID),
+                str(ds.SOPClassUID),
+                str(ds.SOPInstanceUID),
+                calling_ae,
+            )
+        )
+    return outcomes

@@ -4,7 +4,6 @@ import json
 import time
 from pathlib import Path
 
-from pydicom import dcmread
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
@@ -13,23 +12,18 @@ from icibenefit.listener.jobs import JobQueue
 from icibenefit.listener.scp import ScpCounters
 from icibenefit.listener.status_api import render_metrics
 from icibenefit.listener.store import DicomStore
-from tests.integration.listener.dicom_factory import PATIENT_ID, PATIENT_NAME, write_ct_series
+from tests.integration.listener.dicom_factory import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    receive,
+    write_ct_series,
+)
 
 
 def _populate(settings, tmp_path: Path) -> str:
     store = DicomStore(settings)
     ct = write_ct_series(tmp_path / "ct", 2)
-    for path in ct.files:
-        data = path.read_bytes()
-        group_length = int.from_bytes(data[140:144], "little")
-        ds = dcmread(path, stop_before_pixels=True)
-        store.store(
-            data[144 + group_length :],
-            "1.2.840.10008.1.2.1",
-            str(ds.SOPClassUID),
-            str(ds.SOPInstanceUID),
-            "A",
-        )
+    receive(store, ct.files, calling_ae="A")
     return ct.study_uid
 
 

@@ -27,19 +27,13 @@ from icibenefit.listener.scp import ScpCounters, StorageScp, rejection_reason
 from icibenefit.listener.status_api import StatusServer
 from icibenefit.listener.store import DicomStore
 from icibenefit.privacy import pseudonymize
-from tests.integration.listener.dicom_factory import write_ct_series
+from tests.integration.listener.dicom_factory import dataset_bytes, write_ct_series
 from tests.peers.common import free_port
 
 FAKE_PATIENT_ID = "FAKE-PAT-AUDIT-7731"
 FAKE_NAME = "Auditson^Fakey"
 KEY = "failure-audit-key"
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-
-
-def _dataset_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    group_length = int.from_bytes(data[140:144], "little")
-    return data[144 + group_length :]
 
 
 def _entries(settings, event: str | None = None) -> list[dict]:
@@ -62,7 +56,7 @@ def test_rejected_instance_records_ae_status_and_reason_only(make_settings, ct) 
     settings = make_settings(pseudonym_key=KEY)
     store = DicomStore(settings)
     ds = dcmread(ct.files[0], stop_before_pixels=True)
-    truncated = _dataset_bytes(ct.files[0])[:-100]  # header intact, pixel data cut short
+    truncated = dataset_bytes(ct.files[0])[:-100]  # header intact, pixel data cut short
     with audit.configured(settings):
         outcome = store.store(
             truncated, "1.2.840.10008.1.2.1", CT_IMAGE, str(ds.SOPInstanceUID), "MODALITY1"
@@ -91,7 +85,7 @@ def test_instance_that_cannot_be_written_records_the_cause_without_path(
     monkeypatch.setattr(DicomStore, "_write_temp", staticmethod(disk_full))
     with audit.configured(settings):
         outcome = store.store(
-            _dataset_bytes(ct.files[0]),
+            dataset_bytes(ct.files[0]),
             "1.2.840.10008.1.2.1",
             CT_IMAGE,
             str(ds.SOPInstanceUID),
@@ -177,7 +171,7 @@ def _received_study(settings, ct) -> None:
     for path in ct.files:
         ds = dcmread(path, stop_before_pixels=True)
         outcome = store.store(
-            _dataset_bytes(path), "1.2.840.10008.1.2.1", CT_IMAGE, str(ds.SOPInstanceUID), "A"
+            dataset_bytes(path), "1.2.840.10008.1.2.1", CT_IMAGE, str(ds.SOPInstanceUID), "A"
         )
         assert outcome.status == 0
 

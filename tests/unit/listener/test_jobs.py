@@ -4,7 +4,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydicom import dcmread
 
 from icibenefit.errors import ConfigurationError
 from icibenefit.listener import index
@@ -20,22 +19,7 @@ from icibenefit.listener.jobs import (
 )
 from icibenefit.listener.outbox import Outbox
 from icibenefit.listener.store import DicomStore
-from tests.integration.listener.dicom_factory import write_ct_series
-
-
-def _receive(store: DicomStore, files: list[Path]) -> None:
-    for path in files:
-        data = path.read_bytes()
-        group_length = int.from_bytes(data[140:144], "little")
-        ds = dcmread(path, stop_before_pixels=True)
-        outcome = store.store(
-            data[144 + group_length :],
-            "1.2.840.10008.1.2.1",
-            str(ds.SOPClassUID),
-            str(ds.SOPInstanceUID),
-            "TESTSCU",
-        )
-        assert outcome.status == 0
+from tests.integration.listener.dicom_factory import receive, write_ct_series
 
 
 @pytest.fixture
@@ -49,7 +33,7 @@ def setup(make_settings, tmp_path: Path):
 def test_job_only_after_quiet_period_and_once(setup) -> None:
     _settings, store, _conn, queue, tmp = setup
     ct = write_ct_series(tmp / "ct", 3)
-    _receive(store, ct.files)
+    receive(store, ct.files)
     now = time.time()
     assert queue.enqueue_stable_studies(now + 1) == []
     created = queue.enqueue_stable_studies(now + 6)
@@ -64,11 +48,11 @@ def test_job_only_after_quiet_period_and_once(setup) -> None:
 def test_late_instance_after_processing_makes_version_two(setup) -> None:
     _settings, store, conn, queue, tmp = setup
     ct = write_ct_series(tmp / "ct", 3)
-    _receive(store, ct.files[:2])
+    receive(store, ct.files[:2])
     queue.enqueue_stable_studies(time.time() + 10)
     job = queue.claim(1, time.time() + 10)
     assert job is not None
-    _receive(store, ct.files[2:])  # arrives while version 1 runs
+    receive(store, ct.files[2:])  # arrives while version 1 runs
     assert queue.enqueue_stable_studies(time.time() + 20) == []  # one job per study at a time
     queue.complete(job)
     created = queue.enqueue_stable_studies(time.time() + 20)
@@ -79,7 +63,7 @@ def test_late_instance_after_processing_makes_version_two(setup) -> None:
 
 def test_failures_back_off_exponentially_then_die(setup) -> None:
     _settings, store, conn, queue, tmp = setup
-    _receive(store, write_ct_series(tmp / "ct", 1).files)
+    receive(store, write_ct_series(tmp / "ct", 1).files)
     t0 = time.time() + 10
     queue.enqueue_stable_studies(t0)
     delays = []
@@ -104,7 +88,7 @@ def test_failures_back_off_exponentially_then_die(setup) -> None:
 
 def test_running_jobs_are_requeued_on_start(setup) -> None:
     _settings, store, _conn, queue, tmp = setup
-    _receive(store, write_ct_series(tmp / "ct", 1).files)
+    receive(store, write_ct_series(tmp / "ct", 1).files)
     queue.enqueue_stable_studies(time.time() + 10)
     assert queue.claim(1, time.time() + 10) is not None
     assert queue.counts()["running"] == 1
@@ -114,7 +98,7 @@ def test_running_jobs_are_requeued_on_start(setup) -> None:
 
 def test_job_that_keeps_killing_its_process_ends_dead(setup) -> None:
     settings, store, _conn, queue, tmp = setup
-    _receive(store, write_ct_series(tmp / "ct", 1).files)
+    receive(store, write_ct_series(tmp / "ct", 1).files)
     queue.enqueue_stable_studies(time.time() + 10)
     for attempt in range(1, settings.job_max_attempts + 1):
         job = queue.claim(worker_pid=100 + attempt, now=time.time() + 10)
@@ -138,7 +122,7 @@ def test_study_index_and_recording_processor(setup) -> None:
     followup = write_ct_series(tmp / "f", 3, seed=2)
     other = write_ct_series(tmp / "o", 1, seed=3, patient_id="SOMEONE-ELSE")
     for series in (baseline, followup, other):
-        _receive(store, series.files)
+        receive(store, series.files)
     study_index = StudyIndex(conn)
     assert len(study_index.instances(followup.study_uid)) == 3
     assert all(r.path.is_file() for r in study_index.instances(followup.study_uid))

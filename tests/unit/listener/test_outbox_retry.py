@@ -23,7 +23,12 @@ from icibenefit.listener.outbox import (
 )
 from icibenefit.listener.store import DicomStore
 from icibenefit.privacy import pseudonymize
-from tests.integration.listener.dicom_factory import PATIENT_ID, PATIENT_NAME, write_ct_series
+from tests.integration.listener.dicom_factory import (
+    PATIENT_ID,
+    PATIENT_NAME,
+    receive,
+    write_ct_series,
+)
 from tests.peers.common import free_port
 
 FHIR_PASSWORD = "s3cret-pw"
@@ -46,18 +51,7 @@ def dead_letters(make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(f"ICIBENEFIT_{name.upper()}", str(value))
     ct = write_ct_series(tmp_path / "ct", 2)
     store = DicomStore(settings)
-    for path in ct.files:
-        data = path.read_bytes()
-        group_length = int.from_bytes(data[140:144], "little")
-        ds = dcmread(path, stop_before_pixels=True)
-        outcome = store.store(
-            data[144 + group_length :],
-            "1.2.840.10008.1.2.1",
-            str(ds.SOPClassUID),
-            str(ds.SOPInstanceUID),
-            "TESTSCU",
-        )
-        assert outcome.status == 0
+    assert [outcome.status for outcome in receive(store, ct.files)] == [0] * len(ct.files)
     conn = index.connect(settings.data_dir)
     outbox = Outbox(conn, settings)
     first, second = (dcmread(path) for path in ct.files)

@@ -15,16 +15,19 @@ from icibenefit.listener.store import (
     parse_header,
 )
 from icibenefit.privacy import pseudonymize
-from tests.integration.listener.dicom_factory import PATIENT_ID, dataset_sha256, write_ct_series
+from tests.integration.listener.dicom_factory import (
+    PATIENT_ID,
+    dataset_bytes,
+    dataset_sha256,
+    write_ct_series,
+)
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 
 
 def _payload(path: Path) -> tuple[bytes, str, str]:
-    data = path.read_bytes()
-    group_length = int.from_bytes(data[140:144], "little")
     ds = dcmread(path, stop_before_pixels=True)
-    return data[144 + group_length :], str(ds.SOPClassUID), str(ds.SOPInstanceUID)
+    return dataset_bytes(path), str(ds.SOPClassUID), str(ds.SOPInstanceUID)
 
 
 def _store(store: DicomStore, path: Path) -> object:
