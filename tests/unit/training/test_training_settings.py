@@ -20,6 +20,10 @@ from icibenefit.training.synth.manifest import Outcomes
 from tests.unit.pipeline.dicom_factory import ct_series, seg_from_mask, sphere_hu
 
 
+class StopError(Exception):
+    """Raised by a faked boundary once it has seen its arguments."""
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
@@ -64,9 +68,6 @@ def test_trainer_hands_rules_and_lidc_folder_to_feature_extraction(
 ) -> None:
     from icibenefit.training import trainer
 
-    class StopError(Exception):
-        pass
-
     seen: dict[str, Any] = {}
 
     def fake_extract(cohort: Any, **kwargs: Any) -> Any:
@@ -82,6 +83,26 @@ def test_trainer_hands_rules_and_lidc_folder_to_feature_extraction(
         )
     assert seen["rules"] is rules
     assert seen["lidc_image_dir"] == tmp_path / "lidc"
+
+
+def test_demo_trains_its_bundle_under_the_settings(
+    make_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from icibenefit.reporting import demo
+
+    seen: dict[str, Any] = {}
+
+    def fake_train_bundle(*args: Any, **kwargs: Any) -> Any:
+        seen.update(kwargs)
+        raise StopError
+
+    monkeypatch.setattr("icibenefit.training.trainer.train_bundle", fake_train_bundle)
+    settings = make_settings(series_priority=["thickness"], lidc_image_dir="/data/LIDC-IDRI")
+    with pytest.raises(StopError):
+        demo.prepare_bundle(settings, lambda: settings.data_dir / "cohort", lambda text: None)
+    assert seen["rules"] == PipelineRules.from_settings(settings)
+    assert seen["rules"].timeline.series_rules.priority == ("thickness",)
+    assert seen["lidc_image_dir"] == Path("/data/LIDC-IDRI")
 
 
 @pytest.mark.parametrize("cached", [False, True])
