@@ -20,7 +20,7 @@ from icibenefit.pipeline.images import (
     load_ct_volume,
     summarize_series,
 )
-from tests.unit.pipeline.dicom_factory import ct_series, sort_by_position
+from tests.peers.dicom_objects import CtHeader, ct_series, sort_by_position
 
 SPACING = (0.75, 0.6, 2.5)
 
@@ -107,8 +107,9 @@ def test_localizers_are_skipped_and_non_axial_series_refused() -> None:
     scout = ct_series(
         _hu((1, 12, 10)),
         orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
-        series_uid=series[0].SeriesInstanceUID,
-        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        header=CtHeader(
+            series_uid=series[0].SeriesInstanceUID, image_type=("ORIGINAL", "PRIMARY", "LOCALIZER")
+        ),
     )[0]
     ct = load_ct_volume([*series, scout])
     assert ct.image.GetSize()[2] == 6
@@ -131,8 +132,7 @@ def _summary(kernel: str, thickness: float, *, orientation=None, n=6, descriptio
     series = ct_series(
         _hu((n, 4, 4)),
         spacing=(1.0, 1.0, thickness),
-        kernel=kernel,
-        description=description,
+        header=CtHeader(kernel=kernel, description=description),
         **({"orientation": orientation} if orientation else {}),
     )
     return summarize_series(series)

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.patches import PATCH_SIDE_MM, tumour_centroid, tumour_patch
-from tests.unit.pipeline.dicom_factory import image_from_array, sphere_hu
+from tests.peers.dicom_objects import image_from_array, sphere_hu
 
 SPACING = (0.72, 0.72, 2.0)
 

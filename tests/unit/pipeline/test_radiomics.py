@@ -15,7 +15,7 @@ from icibenefit.pipeline.radiomics_features import (
     params_digest,
     restrict_params,
 )
-from tests.unit.pipeline.dicom_factory import image_from_array, sphere_hu
+from tests.peers.dicom_objects import image_from_array, sphere_hu
 
 SHAPE_FEATURES = [
     "original_shape_MeshVolume",

@@ -17,7 +17,7 @@ from icibenefit.pipeline.robustness import (
     perturbed_features,
     select_robust_features,
 )
-from tests.unit.pipeline.dicom_factory import image_from_array, sphere_hu
+from tests.peers.dicom_objects import image_from_array, sphere_hu
 
 # Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges.
 SHROUT_FLEISS = np.array(

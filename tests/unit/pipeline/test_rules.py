@@ -13,7 +13,7 @@ from icibenefit.pipeline.inference import BundlePredictor, ImagingSettings, norm
 from icibenefit.pipeline.radiomics_features import load_params
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.pipeline.timeline import build_timeline
-from tests.unit.pipeline.dicom_factory import ct_series, seg_from_mask, sphere_hu
+from tests.peers.dicom_objects import ct_series, seg_from_mask, sphere_hu
 from tests.unit.pipeline.test_timeline import T0, _ct
 
 

@@ -9,7 +9,8 @@ import SimpleITK as sitk
 from icibenefit.errors import DicomInputError, GeometryError
 from icibenefit.pipeline.images import load_ct_volume
 from icibenefit.pipeline.segmentation import load_tumour_mask
-from tests.unit.pipeline.dicom_factory import (
+from tests.peers.dicom_objects import (
+    CtHeader,
     ct_series,
     rtstruct_from_mask,
     seg_from_mask,
@@ -106,7 +107,7 @@ def test_seg_on_another_grid_is_a_geometry_error(scan) -> None:
         hu,
         spacing=finer,
         orientation=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0),
-        frame_of_reference_uid=series[0].FrameOfReferenceUID,
+        header=CtHeader(frame_of_reference_uid=series[0].FrameOfReferenceUID),
     )
     with pytest.raises(GeometryError, match="does not lie on the CT grid"):
         load_tumour_mask(seg_from_mask(other, {"primary tumour": mask}), ct)

@@ -16,7 +16,7 @@ from icibenefit.pipeline.timeline import (
     build_timeline,
     records_from_headers,
 )
-from tests.unit.pipeline.dicom_factory import ct_series, rtstruct_from_mask, seg_from_mask
+from tests.peers.dicom_objects import CtHeader, ct_series, rtstruct_from_mask, seg_from_mask
 
 T0 = dt.date(2024, 3, 1)
 
@@ -166,10 +166,11 @@ def test_records_from_headers_attach_seg_and_rtstruct_to_their_series() -> None:
     mask = np.zeros((6, 16, 16), dtype=bool)
     mask[2:4, 5:10, 5:10] = True
     study_uid = "1.2.826.0.1.3680043.8.498.1"
-    first = ct_series(hu, study_uid=study_uid, kernel="B30f")
-    second = ct_series(
-        hu, study_uid=study_uid, kernel="B70f", frame_of_reference_uid=first[0].FrameOfReferenceUID
+    first = ct_series(hu, header=CtHeader(study_uid=study_uid, kernel="B30f"))
+    second_header = CtHeader(
+        study_uid=study_uid, kernel="B70f", frame_of_reference_uid=first[0].FrameOfReferenceUID
     )
+    second = ct_series(hu, header=second_header)
     other_study = ct_series(hu)
     seg = seg_from_mask(first, {"primary tumour": mask})
     rt = rtstruct_from_mask(other_study, {"primary tumour": mask})

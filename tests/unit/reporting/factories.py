@@ -1,7 +1,8 @@
 """Small CT series, SEG objects and Predictions for the reporting tests.
 
-Built by hand with pydicom/highdicom so the reporting tests do not depend on
-the synthetic cohort generator; a few 16x16 slices keep them fast.
+Built with the shared factory (``tests.peers.dicom_objects``) so the reporting
+tests do not depend on the synthetic cohort generator; a few 16x16 slices keep
+them fast, and UIDs follow from the series UID so objects are reproducible.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import datetime as dt
 import highdicom as hd
 import numpy as np
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.sr.codedict import codes
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from icibenefit.domain import (
     EndpointPrediction,
@@ -21,6 +20,7 @@ from icibenefit.domain import (
     ImagingTimepoint,
     Prediction,
 )
+from tests.peers.dicom_objects import CtHeader, ct_series, seg_from_mask
 
 PATIENT_ID = "SYN-0001"
 TREATMENT_START = dt.date(2024, 3, 1)
@@ -34,62 +34,27 @@ def make_ct_series(
     size: int = 16,
     patient_id: str = PATIENT_ID,
 ) -> list[Dataset]:
-    """A tiny axial CT series with the attributes the CT Image IOD requires."""
-    frame_uid = generate_uid(entropy_srcs=[series_uid, "frame"])
-    rng = np.random.default_rng(7)
-    slices = []
-    for index in range(n_slices):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        sop_uid = generate_uid(entropy_srcs=[series_uid, str(index)])
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.SpecificCharacterSet = "ISO_IR 100"
-        ds.PatientName = "Synthetic^Patient"
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = "19600101"
-        ds.PatientSex = "F"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyDate = study_date.strftime("%Y%m%d")
-        ds.StudyTime = "100000"
-        ds.ContentDate = ds.StudyDate
-        ds.ContentTime = "100000"
-        ds.AccessionNumber = "ACC" + study_date.strftime("%y%m%d")
-        ds.StudyID = "1"
-        ds.ReferringPhysicianName = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "Synthetic"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = index + 1
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImagePositionPatient = [0.0, 0.0, float(index) * 2.0]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 2.0
-        ds.KVP = 120
-        ds.AcquisitionNumber = 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = size
-        ds.Columns = size
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleIntercept = 0
-        ds.RescaleSlope = 1
-        ds.RescaleType = "HU"
-        ds.PatientPosition = "HFS"
-        pixels = rng.integers(-1000, 400, size=(size, size)).astype(np.int16)
-        ds.PixelData = pixels.tobytes()
-        slices.append(ds)
-    return slices
+    """A tiny axial CT series whose UIDs follow from its series UID."""
+    header = CtHeader(
+        study_uid=study_uid,
+        series_uid=series_uid,
+        frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid, "frame"]),
+        patient_id=patient_id,
+        patient_name="Synthetic^Patient",
+        study_date=study_date,
+        study_time="100000",
+        accession_number="ACC" + study_date.strftime("%y%m%d"),
+    )
+    hu = np.random.default_rng(7).integers(-1000, 400, size=(n_slices, size, size))
+    return ct_series(
+        hu,
+        header=header,
+        spacing=(1.0, 1.0, 2.0),
+        origin=(0.0, 0.0, 0.0),
+        intercept=0.0,
+        stable_uids=True,
+        shuffle_seed=None,
+    )
 
 
 def make_seg(ct: list[Dataset], label: str = "tumour") -> hd.seg.Segmentation:
@@ -97,28 +62,7 @@ def make_seg(ct: list[Dataset], label: str = "tumour") -> hd.seg.Segmentation:
     size = int(ct[0].Rows)
     mask = np.zeros((len(ct), size, size), dtype=bool)
     mask[:, size // 4 : size // 2, size // 4 : size // 2] = True
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label=label,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Neoplasm,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-    )
-    series_uid = str(ct[0].SeriesInstanceUID)
-    return hd.seg.Segmentation(
-        source_images=ct,
-        pixel_array=mask,
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=generate_uid(entropy_srcs=[series_uid, "seg-series"]),
-        series_number=300,
-        sop_instance_uid=generate_uid(entropy_srcs=[series_uid, "seg"]),
-        instance_number=1,
-        manufacturer="Synthetic",
-        manufacturer_model_name="factory",
-        software_versions="1",
-        device_serial_number="1",
-    )
+    return seg_from_mask(ct, {label: mask}, stable_uids=True)
 
 
 class Case:

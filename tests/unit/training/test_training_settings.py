@@ -17,7 +17,7 @@ from icibenefit.pipeline.timeline import TimelineRules
 from icibenefit.training.dataset import Cohort, CohortPatient
 from icibenefit.training.features import CnnBudget, _pretrained, extract
 from icibenefit.training.synth.manifest import Outcomes
-from tests.unit.pipeline.dicom_factory import ct_series, seg_from_mask, sphere_hu
+from tests.peers.dicom_objects import ct_series, seg_from_mask, sphere_hu
 
 
 class StopError(Exception):

@@ -1,13 +1,16 @@
-"""Build small, valid CT series, SEG and RTSTRUCT objects in memory for the pipeline tests.
+"""Small, valid CT slices, SEG and RTSTRUCT objects that tests build in memory.
 
-The synthetic cohort (``icibenefit.training.synth``) writes whole studies; these
-helpers make single objects with exactly the geometry a test needs.
+One factory for every area: the listener tests only need well-formed objects
+with known UIDs and bytes, the pipeline tests exact geometry, the reporting
+tests stable UIDs.  The synthetic cohort (``icibenefit.training.synth``)
+writes whole studies; these make single objects with just what a test needs.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import highdicom as hd
 import numpy as np
@@ -18,6 +21,137 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, RTStructureSetSt
 from skimage import measure
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+@dataclass(frozen=True)
+class CtHeader:
+    """Patient, study and series attributes shared by every slice of a series."""
+
+    study_uid: str = field(default_factory=generate_uid)
+    series_uid: str = field(default_factory=generate_uid)
+    frame_of_reference_uid: str = field(default_factory=generate_uid)
+    patient_id: str = "TEST001"
+    patient_name: str = "Synthetic^Test"
+    study_date: dt.date = dt.date(2024, 1, 1)
+    study_time: str = "120000"
+    accession_number: str = "A1"
+    kernel: str = "B30f"
+    description: str = "Thorax 1.0 B30f"
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")
+
+
+def ct_slice(
+    hu: np.ndarray,
+    index: int,
+    position: Sequence[float],
+    header: CtHeader,
+    *,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    orientation: Sequence[float] = AXIAL,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    sop_instance_uid: str | None = None,
+) -> Dataset:
+    """One CT Image Storage dataset for a (y, x) slice of HU values (int16 stored values).
+
+    ``spacing`` is (x, y, z) in mm, the slice thickness being z.
+    """
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    sop_uid = sop_instance_uid or generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = sop_uid
+    ds.PatientName = header.patient_name
+    ds.PatientID = header.patient_id
+    ds.PatientBirthDate = "19600101"
+    ds.PatientSex = "F"
+    ds.StudyInstanceUID = header.study_uid
+    ds.SeriesInstanceUID = header.series_uid
+    ds.FrameOfReferenceUID = header.frame_of_reference_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = header.study_date.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = header.study_time
+    ds.StudyID = "1"
+    ds.AccessionNumber = header.accession_number
+    ds.ReferringPhysicianName = ""
+    ds.Modality = "CT"
+    ds.Manufacturer = "icibenefit-tests"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = index + 1
+    ds.AcquisitionNumber = 1
+    ds.SeriesDescription = header.description
+    ds.ConvolutionKernel = header.kernel
+    ds.BodyPartExamined = "CHEST"
+    ds.PatientPosition = "HFS"
+    ds.ImageType = list(header.image_type)
+    ds.PositionReferenceIndicator = ""
+    ds.ImagePositionPatient = [float(v) for v in position]
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
+    ds.SliceThickness = float(spacing[2])
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope = slope
+    ds.RescaleIntercept = intercept
+    ds.RescaleType = "HU"
+    ds.KVP = 120
+    ds.PixelData = np.round((hu - intercept) / slope).astype("<i2").tobytes()
+    return ds
+
+
+def ct_series(
+    hu: np.ndarray,
+    *,
+    header: CtHeader | None = None,
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    origin: tuple[float, float, float] = (-100.0, -120.0, 50.0),
+    z_positions: Sequence[float] | None = None,
+    orientation: Sequence[float] = AXIAL,
+    slope: float = 1.0,
+    intercept: float = -1024.0,
+    stable_uids: bool = False,
+    shuffle_seed: int | None = 1,
+) -> list[Dataset]:
+    """Encode an HU volume (z, y, x) as a CT series, one dataset per slice.
+
+    ``stable_uids`` derives the SOP Instance UIDs from the series UID (same
+    input, same objects).  Slices are returned shuffled (when ``shuffle_seed``
+    is set) so readers must sort.
+    """
+    header = header or CtHeader()
+    row = np.asarray(orientation[:3], dtype=float)
+    col = np.asarray(orientation[3:], dtype=float)
+    normal = np.cross(row, col)
+    if z_positions is None:
+        z_positions = [k * spacing[2] for k in range(hu.shape[0])]
+    datasets = [
+        ct_slice(
+            hu[k],
+            k,
+            np.asarray(origin) + normal * z_positions[k],
+            header,
+            spacing=spacing,
+            orientation=orientation,
+            slope=slope,
+            intercept=intercept,
+            sop_instance_uid=(
+                generate_uid(entropy_srcs=[header.series_uid, str(k)]) if stable_uids else None
+            ),
+        )
+        for k in range(hu.shape[0])
+    ]
+    if shuffle_seed is not None:
+        order = np.random.default_rng(shuffle_seed).permutation(len(datasets))
+        datasets = [datasets[i] for i in order]
+    return datasets
 
 
 def sphere_hu(
@@ -44,92 +178,6 @@ def sphere_hu(
     return hu, mask
 
 
-def ct_series(
-    hu: np.ndarray,
-    *,
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0),
-    origin: tuple[float, float, float] = (-100.0, -120.0, 50.0),
-    z_positions: Sequence[float] | None = None,
-    orientation: Sequence[float] = AXIAL,
-    slope: float = 1.0,
-    intercept: float = -1024.0,
-    study_uid: str | None = None,
-    series_uid: str | None = None,
-    frame_of_reference_uid: str | None = None,
-    kernel: str = "B30f",
-    description: str = "Thorax 1.0 B30f",
-    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
-    shuffle_seed: int | None = 1,
-) -> list[Dataset]:
-    """Encode an HU volume (z, y, x) as a CT Image Storage series, one dataset per slice.
-
-    Slices are returned shuffled (when ``shuffle_seed`` is set) so readers must sort.
-    """
-    study_uid = study_uid or generate_uid()
-    series_uid = series_uid or generate_uid()
-    frame_of_reference_uid = frame_of_reference_uid or generate_uid()
-    row = np.asarray(orientation[:3], dtype=float)
-    col = np.asarray(orientation[3:], dtype=float)
-    normal = np.cross(row, col)
-    nz, ny, nx = hu.shape
-    if z_positions is None:
-        z_positions = [k * spacing[2] for k in range(nz)]
-    stored = np.round((hu - intercept) / slope).astype(np.int16)
-    datasets = []
-    for k in range(nz):
-        position = np.asarray(origin) + normal * z_positions[k]
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        sop_uid = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uid
-        ds.PatientName = "Synthetic^Test"
-        ds.PatientID = "TEST001"
-        ds.PatientBirthDate = "19600101"
-        ds.PatientSex = "F"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.StudyDate = "20240101"
-        ds.StudyTime = "120000"
-        ds.StudyID = "1"
-        ds.AccessionNumber = "A1"
-        ds.ReferringPhysicianName = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "icibenefit-tests"
-        ds.SeriesNumber = 1
-        ds.InstanceNumber = k + 1
-        ds.SeriesDescription = description
-        ds.ConvolutionKernel = kernel
-        ds.BodyPartExamined = "CHEST"
-        ds.ImageType = list(image_type)
-        ds.PositionReferenceIndicator = ""
-        ds.ImagePositionPatient = [float(v) for v in position]
-        ds.ImageOrientationPatient = [float(v) for v in orientation]
-        ds.PixelSpacing = [float(spacing[1]), float(spacing[0])]
-        ds.SliceThickness = float(spacing[2])
-        ds.Rows, ds.Columns = ny, nx
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.RescaleSlope = slope
-        ds.RescaleIntercept = intercept
-        ds.RescaleType = "HU"
-        ds.KVP = 120
-        ds.PixelData = stored[k].tobytes()
-        datasets.append(ds)
-    if shuffle_seed is not None:
-        order = np.random.default_rng(shuffle_seed).permutation(len(datasets))
-        datasets = [datasets[i] for i in order]
-    return datasets
-
-
 def sort_by_position(datasets: Sequence[Dataset]) -> list[Dataset]:
     """Sort slices along their normal (the order the mask array uses)."""
     orientation = np.asarray(datasets[0].ImageOrientationPatient, dtype=float)
@@ -142,10 +190,12 @@ def seg_from_mask(
     masks: dict[str, np.ndarray],
     *,
     fractional: bool = False,
+    stable_uids: bool = False,
 ) -> hd.seg.Segmentation:
     """A DICOM SEG with one segment per named mask (each (z, y, x), sorted source order).
 
-    Binary by default; ``fractional`` stores the masks' float values (0..1) as probabilities.
+    Binary by default; ``fractional`` stores the masks' float values (0..1) as
+    probabilities.  ``stable_uids`` derives the SEG's UIDs from the source series.
     """
     ordered = sort_by_position(source)
     descriptions = []
@@ -163,19 +213,25 @@ def seg_from_mask(
             )
         )
         arrays.append(mask.astype(np.float32) if fractional else mask.astype(np.uint8))
-    pixel_array = np.stack(arrays, axis=-1)
+    source_series = str(ordered[0].SeriesInstanceUID)
     return hd.seg.Segmentation(
         source_images=ordered,
-        pixel_array=pixel_array,
+        pixel_array=np.stack(arrays, axis=-1),
         segmentation_type=(
             hd.seg.SegmentationTypeValues.FRACTIONAL
             if fractional
             else hd.seg.SegmentationTypeValues.BINARY
         ),
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
+        series_instance_uid=(
+            generate_uid(entropy_srcs=[source_series, "seg-series"])
+            if stable_uids
+            else generate_uid()
+        ),
         series_number=100,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=(
+            generate_uid(entropy_srcs=[source_series, "seg"]) if stable_uids else generate_uid()
+        ),
         instance_number=1,
         manufacturer="icibenefit-tests",
         manufacturer_model_name="factory",
