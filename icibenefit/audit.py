@@ -85,6 +85,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from icibenefit.durable import fsync_directory, write_atomically
 from icibenefit.privacy import pseudonymize
 from icibenefit.settings import Settings
 
@@ -291,7 +292,7 @@ class AuditLog:
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
                 target = self.directory / f"audit-{stamp}.jsonl"
                 os.rename(self.path, target)
-                _fsync_dir(self.directory)
+                fsync_directory(self.directory)
                 self._prune()
                 return target
             finally:
@@ -337,9 +338,7 @@ class AuditLog:
             details={"sha256": digest, "previous_sha256": previous, "values": values},
         )
         if previous != digest:
-            temp = hash_file.with_name(hash_file.name + ".part")
-            temp.write_text(digest + "\n")
-            os.replace(temp, hash_file)
+            write_atomically(hash_file, (digest + "\n").encode())
         return entry
 
 
@@ -371,14 +370,6 @@ def _replace(value: Any, pattern: re.Pattern[str], replacement: str) -> Any:
     if isinstance(value, list | tuple):
         return [_replace(item, pattern, replacement) for item in value]
     return value
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _process_log: AuditLog | None = None

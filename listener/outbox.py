@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import time
 import uuid
@@ -54,6 +53,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from icibenefit import audit
+from icibenefit.durable import write_atomically
 from icibenefit.errors import DeliveryError, IciBenefitError
 from icibenefit.settings import Settings
 
@@ -85,20 +85,6 @@ class OutboxItem:
     dedup_key: str
     payload_path: Path
     attempts: int
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temp = path.with_name(path.name + ".part")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Outbox:
@@ -168,7 +154,7 @@ class Outbox:
         job_id: int | None,
     ) -> int | None:
         path = self.pending_dir / f"{uuid.uuid4().hex}{suffix}"
-        _write_durably(path, data)
+        write_atomically(path, data)
         now = time.time()
         cursor = self._conn.execute(
             "INSERT OR IGNORE INTO outbox (kind, dedup_key, payload_path, study_uid, job_id,"
@@ -305,7 +291,7 @@ class OutboxSender:
             ds = dcmread(item.payload_path, stop_before_pixels=True)
             self.local_dicom_dir.mkdir(parents=True, exist_ok=True)
             target = self.local_dicom_dir / f"{ds.SOPInstanceUID}.dcm"
-            _write_durably(target, item.payload_path.read_bytes())
+            write_atomically(target, item.payload_path.read_bytes())
             return str(target)
         meta = dcmread(item.payload_path, stop_before_pixels=True).file_meta
         ae = AE(ae_title=settings.scp_ae_title)
@@ -331,7 +317,7 @@ class OutboxSender:
         if not settings.fhir_base_url:
             self.local_fhir_dir.mkdir(parents=True, exist_ok=True)
             target = self.local_fhir_dir / f"{item.id:08d}.json"
-            _write_durably(target, item.payload_path.read_bytes())
+            write_atomically(target, item.payload_path.read_bytes())
             return str(target)
         request = json.loads(item.payload_path.read_text())
         headers = {"Content-Type": "application/fhir+json", **request["headers"]}

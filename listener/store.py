@@ -47,6 +47,7 @@ from pydicom.uid import UID
 from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from icibenefit import audit
+from icibenefit.durable import fsync_directory
 from icibenefit.errors import DicomInputError
 from icibenefit.listener import index
 from icibenefit.privacy import pseudonymize
@@ -296,7 +297,7 @@ class DicomStore:
                 # file system can merge the two journal commits); both finish before
                 # we answer.  After a crash in between, a row may name a file that
                 # did not survive: the check above then stores the instance again.
-                dir_synced = self._fsync_pool.submit(_fsync_dir, series_dir)
+                dir_synced = self._fsync_pool.submit(fsync_directory, series_dir)
                 conn.execute("BEGIN IMMEDIATE")
                 self._index(
                     conn, header, transfer_syntax, final, size, digest, calling_ae, existing
@@ -414,7 +415,7 @@ class DicomStore:
             probe = probe.parent
         directory.mkdir(parents=True, exist_ok=True)
         for created in reversed(missing):
-            _fsync_dir(created.parent)
+            fsync_directory(created.parent)
         self._durable_dirs.add(directory)
 
 
@@ -428,11 +429,3 @@ def _audit_refusal(calling_ae: str, status: int, outcome: Disposition, reason: s
         outcome=outcome,
         details={"status": f"0x{status:04X}", "reason": reason[:200]},
     )
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from icibenefit import audit
+from icibenefit.durable import write_atomically
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.bundle import ModelBundle, load_bundle, read_manifest, verify_bundle
 from icibenefit.model_store.manifest import BundleManifest
@@ -186,19 +187,8 @@ class ModelStore:
         return load_bundle(self.active_path())
 
     def _write_pointer(self, pointer: ActivePointer) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
         payload: dict[str, Any] = pointer.model_dump(mode="json")
-        fd, temp_name = tempfile.mkstemp(dir=self.root, prefix=f".{POINTER_FILE}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(payload, handle, indent=2)
-                handle.write("\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, self.root / POINTER_FILE)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        write_atomically(self.root / POINTER_FILE, (json.dumps(payload, indent=2) + "\n").encode())
 
 
 def _event(action: Literal["promote", "rollback"], bundle_id: str) -> PointerEvent:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pydicom import Dataset, dcmread
 
 from icibenefit import audit
 from icibenefit.domain import ClinicalRecord, Prediction
+from icibenefit.durable import write_atomically
 from icibenefit.privacy import pseudonymize
 from icibenefit.reporting import identity
 from icibenefit.reporting.risk_assessment import (
@@ -236,7 +236,7 @@ class ReportingProcessor:
             self.settings.data_dir / FHIR_ARCHIVE / identity.report_study_uid(prediction, study_uid)
         )
         transaction_path = folder / f"{identity.sr_instance_uid(prediction, study_uid)}.json"
-        _write_atomically(transaction_path, json.dumps(transaction, indent=2).encode())
+        write_atomically(transaction_path, json.dumps(transaction, indent=2).encode())
         return Reports(
             prediction=prediction,
             sr=sr,
@@ -313,7 +313,7 @@ class RunLog:
 
     def record(self, study_uid: str, input_set: str) -> None:
         """Note the input set of the report just queued for ``study_uid``."""
-        _write_atomically(self.root / study_uid, input_set.encode())
+        write_atomically(self.root / study_uid, input_set.encode())
 
 
 class SrArchive:
@@ -344,19 +344,8 @@ class SrArchive:
         target = self.root / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
         buffer = BytesIO()
         sr.save_as(buffer, enforce_file_format=True)
-        _write_atomically(target, buffer.getvalue())
+        write_atomically(target, buffer.getvalue())
         return target
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename: a reader sees the whole file or none."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(target.name + ".part")
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
 
 
 def _issuer(instances: Sequence[InstanceLike]) -> str | None:

@@ -1,0 +1,46 @@
+"""Crash-safe file writes shared by the store, the outbox, reports, models and audit.
+
+A file that the service acknowledges, sends or points to must survive a
+crash or power loss whole or not at all: write a temporary file in the same
+directory, fsync it, rename it over the target (atomic on POSIX) and fsync
+the directory so the rename itself is durable.  The last step is the one
+hand-written code forgets; it lives here once.
+
+Libraries checked: ``atomicwrites`` (archived by its author in 2022) and the
+standard library (``tempfile``/``os.replace`` do not fsync the directory).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the entries of ``directory`` (creations, renames, deletions) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Replace ``target`` by ``data``: readers see the old or the new file, never a part.
+
+    The temporary file has a unique name, so concurrent writers of the same
+    target never write into each other's file; the last rename wins.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, target)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    fsync_directory(target.parent)
