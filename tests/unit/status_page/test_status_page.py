@@ -16,15 +16,12 @@ import pytest
 from icibenefit import audit
 from icibenefit.audit import study_reference
 from icibenefit.listener import index
+from icibenefit.listener.status_html import PeerHealth, StatusData, mask_uid, render
 from icibenefit.listener.status_page import (
     PeerChecker,
-    PeerHealth,
-    StatusData,
     StatusPage,
     collect,
     is_loopback_host,
-    mask_uid,
-    render,
 )
 from icibenefit.privacy import pseudonymize
 
