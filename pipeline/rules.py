@@ -4,7 +4,7 @@ Three choices decide what a prediction is computed on, and a hospital may
 need other values than the method's (METHOD.md "Timepoints"): the timepoint
 windows around treatment start and the series choice
 (:class:`~icibenefit.pipeline.timeline.TimelineRules`, which holds the
-:class:`~icibenefit.pipeline.images.SeriesSelectionRules`), and the labels
+:class:`~icibenefit.pipeline.series_selection.SeriesSelectionRules`), and the labels
 naming the primary tumour among several segments
 (:func:`~icibenefit.pipeline.segmentation.load_tumour_mask`).
 

@@ -18,7 +18,7 @@ the defaults of :class:`TimelineRules`, which operators change through the
   follow-up the tumour is no longer visible (seed 1); at baseline the next
   older CT in the window is used instead (*).
 * Several CT series in one study: only series a segmentation was drawn on
-  can give features; among them :func:`~icibenefit.pipeline.images.choose_ct_series`
+  can give features; among them :func:`~icibenefit.pipeline.series_selection.choose_ct_series`
   applies the configured rules (axial, soft-tissue kernel, thinnest).
 * *Chest: a series whose BodyPartExamined is set and names no chest region is
   dropped; an empty BodyPartExamined is accepted (often not filled in).
@@ -37,14 +37,14 @@ from pydicom.dataset import Dataset
 
 from icibenefit.domain import ClinicalRecord, LabTimepoint
 from icibenefit.errors import DicomInputError, TimelineError
-from icibenefit.pipeline.images import (
-    CT_IMAGE_STORAGE,
+from icibenefit.pipeline.images import CT_IMAGE_STORAGE
+from icibenefit.pipeline.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
+from icibenefit.pipeline.series_selection import (
     SeriesSelectionRules,
     SeriesSummary,
     choose_ct_series,
     summarize_series,
 )
-from icibenefit.pipeline.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
 
 if TYPE_CHECKING:
     from icibenefit.settings import Settings

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from icibenefit.errors import ConfigurationError
-from icibenefit.pipeline.images import SeriesSelectionRules
 from icibenefit.pipeline.rules import PipelineRules
+from icibenefit.pipeline.series_selection import SeriesSelectionRules
 from icibenefit.pipeline.timeline import TimelineRules
 from icibenefit.settings import load_settings
 

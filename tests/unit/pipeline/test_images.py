@@ -14,10 +14,10 @@ from pydicom.uid import (
 )
 
 from icibenefit.errors import DicomInputError, GeometryError
-from icibenefit.pipeline.images import (
+from icibenefit.pipeline.images import load_ct_volume
+from icibenefit.pipeline.series_selection import (
     SeriesSelectionRules,
     choose_ct_series,
-    load_ct_volume,
     summarize_series,
 )
 from tests.peers.dicom_objects import CtHeader, ct_series, sort_by_position

@@ -9,7 +9,7 @@ import pytest
 
 from icibenefit.domain import Analyte, ClinicalRecord, LabPanel, LabTimepoint, LabValue
 from icibenefit.errors import TimelineError
-from icibenefit.pipeline.images import SeriesSelectionRules, SeriesSummary
+from icibenefit.pipeline.series_selection import SeriesSelectionRules, SeriesSummary
 from icibenefit.pipeline.timeline import (
     SeriesRecord,
     TimelineRules,
