@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from icibenefit.model_store.bundle import BundleWriter
-from icibenefit.pipeline.inference import EXTRA_TRUSTED_TYPES, ModelCatalogue
+from icibenefit.pipeline.inference import EXTRA_TRUSTED_TYPES
+from icibenefit.pipeline.predictor import ModelCatalogue
 from icibenefit.training.models import TunedModel
 from icibenefit.training.recipes import Recipe
 

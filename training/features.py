@@ -34,13 +34,12 @@ from icibenefit.errors import IciBenefitError, TrainingError
 from icibenefit.pipeline.cache import cache_key
 from icibenefit.pipeline.inference import (
     ImagingSettings,
-    PatientFeatures,
     PlannedTimepoint,
-    TimepointFeatures,
     normalizer_from,
     plan_timepoints,
     timepoint_features,
 )
+from icibenefit.pipeline.predictor import PatientFeatures, TimepointFeatures
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.training.dataset import Cohort
 from icibenefit.training.recipes import ImagingSpec, UnetSpec

@@ -267,7 +267,7 @@ def deployable(
     TrainingError
         When no endpoint can be served.
     """
-    from icibenefit.pipeline.inference import ModelCatalogue
+    from icibenefit.pipeline.predictor import ModelCatalogue
 
     served = tuple(
         e

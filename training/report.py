@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from icibenefit.pipeline.inference import ModelCatalogue, Predictor
+from icibenefit.pipeline.predictor import ModelCatalogue, Predictor
 from icibenefit.training import explain
 from icibenefit.training.evaluation import ModelLabel, evaluate_models
 from icibenefit.training.evaluation import write_report as write_evaluation

@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from icibenefit.domain import LabTimepoint
 from icibenefit.errors import TrainingError
 from icibenefit.pipeline.clinical_features import as_row, feature_names, has_followup
-from icibenefit.pipeline.inference import (
+from icibenefit.pipeline.predictor import (
     ModelCatalogue,
     PatientFeatures,
     Predictor,

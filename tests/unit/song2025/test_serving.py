@@ -10,7 +10,7 @@ import pytest
 
 from icibenefit.domain import ClinicalRecord, ImagingTimepoint
 from icibenefit.pipeline.clinical_features import feature_names
-from icibenefit.pipeline.inference import (
+from icibenefit.pipeline.predictor import (
     ModelCatalogue,
     PatientFeatures,
     Predictor,
