@@ -30,7 +30,6 @@ from pydicom import dcmread
 
 from icibenefit.reporting import identity
 from icibenefit.reporting.sr import read_probabilities
-from tests.integration.listener.server import ListenerProcess, listener_settings
 from tests.peers.common import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -199,7 +198,7 @@ def _ra_of(risks: list[dict], prediction, study_uid: str) -> dict:
 
 
 def test_orthanc_to_reports_and_rerun_after_late_instance(
-    small_cohort, demo_bundle, fhir_server, start_orthanc, tmp_path
+    small_cohort, demo_bundle, fhir_server, start_orthanc, start_listener, tmp_path
 ):
     patients = _patients(small_cohort)
     # The late instance: the first CT slice of a SEG patient's baseline, which every
@@ -225,8 +224,7 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
         stable_age=1,
         dicomweb=True,
     )
-    settings = listener_settings(
-        tmp_path,
+    server = start_listener(
         **_example_settings(
             scp_port=scp_port,
             allowed_calling_ae_titles=[pacs.aet],
@@ -241,7 +239,6 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
             job_processor="icibenefit.reporting.processor:build_processor",
         ),
     )
-    server = ListenerProcess(tmp_path, settings).start()
     for patient in patients:
         for tp in patient.timepoints:
             for path in _timepoint_files(small_cohort, tp):
@@ -327,7 +324,7 @@ def test_orthanc_to_reports_and_rerun_after_late_instance(
     assert _ra_probabilities(ra) == pytest.approx(_probabilities(rerun), abs=1e-6)
 
     # Every step left an audit entry, and none names a patient or a study in clear.
-    audit_text = (Path(settings["data_dir"]) / "audit" / "audit.jsonl").read_text()
+    audit_text = (server.data_dir / "audit" / "audit.jsonl").read_text()
     events = {json.loads(line)["event"] for line in audit_text.splitlines()}
     assert {"received", "study_stable", "fetched", "reported", "sent"} <= events
     for patient in patients:

@@ -83,6 +83,7 @@ class ListenerProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
+        self.kill()  # never leave a half-started server behind
         raise RuntimeError(f"serve not ready in {timeout} s:\n{self.log()}")
 
     def kill(self) -> None:

@@ -1,3 +1,5 @@
+"""Fixtures shared by the integration tests of every area."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
