@@ -50,7 +50,7 @@ def train(
 ) -> None:
     """Train the models of a recipe on a cohort and write a model bundle."""
     from icibenefit.pipeline.rules import PipelineRules
-    from icibenefit.training.features import CnnBudget
+    from icibenefit.training.deep_features import CnnBudget
     from icibenefit.training.trainer import train as run_training
 
     settings = settings_from(ctx)

