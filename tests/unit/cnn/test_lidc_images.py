@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import locale
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from icibenefit.training.cnn.lidc import (
@@ -18,6 +21,15 @@ from icibenefit.training.cnn.pretrain import PretrainConfig, _image_patches, cut
 from icibenefit.training.cnn.render import PatchGeometry
 
 SERIES_UID = "1.3.6.1.4.1.14519.5.2.1.6279.6001.1"
+
+
+@pytest.fixture(autouse=True)
+def _process_locale_kept() -> Iterator[None]:
+    # SimpleITK's DICOM writer (GDCM) switches the process locale to "C" and
+    # leaves it there; later tests would then write non-ASCII text as ASCII.
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)
 
 
 def _scan(patient: str = "LIDC-IDRI-0007") -> LidcScan:
