@@ -329,7 +329,7 @@ class AuditLog:
         """
         digest, values = settings_summary(settings)
         hash_file = self.directory / SETTINGS_HASH_FILENAME
-        previous = hash_file.read_text().strip() if hash_file.is_file() else None
+        previous = hash_file.read_text(encoding="utf-8").strip() if hash_file.is_file() else None
         outcome = "first" if previous is None else "unchanged" if previous == digest else "changed"
         entry = self.record(
             "settings_loaded",

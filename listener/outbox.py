@@ -319,7 +319,7 @@ class OutboxSender:
             target = self.local_fhir_dir / f"{item.id:08d}.json"
             write_atomically(target, item.payload_path.read_bytes())
             return str(target)
-        request = json.loads(item.payload_path.read_text())
+        request = json.loads(item.payload_path.read_text(encoding="utf-8"))
         headers = {"Content-Type": "application/fhir+json", **request["headers"]}
         url = settings.fhir_base_url.rstrip("/") + "/" + request["url"].lstrip("/")
         response = self._fhir_client().request(

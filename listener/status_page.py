@@ -258,7 +258,7 @@ def recent_predictions(
     rows = []
     for path in files[:limit]:
         try:
-            bundle = json.loads(path.read_text())
+            bundle = json.loads(path.read_text(encoding="utf-8"))
             risk = next(
                 e["resource"]
                 for e in bundle.get("entry", [])

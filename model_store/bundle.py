@@ -152,7 +152,7 @@ class BundleWriter:
             manifest_bytes = (manifest.model_dump_json(indent=2) + "\n").encode()
             (staging / MANIFEST_FILE).write_bytes(manifest_bytes)
             (staging / MANIFEST_DIGEST_FILE).write_text(
-                hashlib.sha256(manifest_bytes).hexdigest() + "\n"
+                hashlib.sha256(manifest_bytes).hexdigest() + "\n", encoding="utf-8"
             )
             os.replace(staging, self.out_dir)
         except BaseException:

@@ -77,7 +77,9 @@ class FeatureCache:
         """Return the cached feature dict, computing and storing it on a miss."""
         path = self._path(cache_key(kind, instance_uids, parameters), ".json")
         try:
-            return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+            return {
+                str(k): float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()
+            }
         except FileNotFoundError:
             pass
         except (OSError, ValueError, AttributeError) as exc:

@@ -105,7 +105,7 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
     name = pseudonymize(patient, settings.pseudonym_key.get_secret_value())
     target = out / f"prediction-{name}.json"
-    target.write_text(prediction.model_dump_json(indent=2) + "\n")
+    target.write_text(prediction.model_dump_json(indent=2) + "\n", encoding="utf-8")
     with audit.configured(settings):
         audit.record(
             "predicted",

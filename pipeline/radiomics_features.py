@@ -60,9 +60,13 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """
     try:
         if path is None:
-            text = resources.files("icibenefit.pipeline").joinpath(PRODUCT_PARAMS).read_text()
+            text = (
+                resources.files("icibenefit.pipeline")
+                .joinpath(PRODUCT_PARAMS)
+                .read_text(encoding="utf-8")
+            )
         else:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigurationError(f"cannot read radiomics parameter file {path}: {exc}") from exc
     params = yaml.safe_load(text)

@@ -321,7 +321,7 @@ def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
         key=lambda p: p.stat().st_mtime,
     )
     for path in reversed(bundles):
-        bundle = json.loads(path.read_text())
+        bundle = json.loads(path.read_text(encoding="utf-8"))
         for entry in bundle.get("entry", []):
             resource = entry.get("resource", {})
             if resource.get("resourceType") == "RiskAssessment":

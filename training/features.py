@@ -103,7 +103,9 @@ def _robustness_table(
     cache_file: Path | None,
 ) -> dict[str, dict[str, float]] | None:
     if cache_file is not None and cache_file.is_file():
-        table: dict[str, dict[str, float]] | None = json.loads(cache_file.read_text())
+        table: dict[str, dict[str, float]] | None = json.loads(
+            cache_file.read_text(encoding="utf-8")
+        )
         return table
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.radiomics_features import extract_radiomics
@@ -120,7 +122,7 @@ def _robustness_table(
         table = None
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.with_suffix(".tmp").write_text(json.dumps(table))
+        cache_file.with_suffix(".tmp").write_text(json.dumps(table), encoding="utf-8")
         cache_file.with_suffix(".tmp").replace(cache_file)
     return table
 
@@ -156,7 +158,7 @@ def _init_worker(settings: ImagingSettings) -> None:
 def _extract_one(planned: PlannedTimepoint, cache_file: Path | None) -> TimepointFeatures | str:
     settings = _WORKER_SETTINGS[0]
     if cache_file is not None and cache_file.is_file():
-        return _from_json(json.loads(cache_file.read_text()))
+        return _from_json(json.loads(cache_file.read_text(encoding="utf-8")))
     try:
         features = timepoint_features(planned, settings)
     except IciBenefitError as exc:
@@ -164,7 +166,7 @@ def _extract_one(planned: PlannedTimepoint, cache_file: Path | None) -> Timepoin
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(_to_json(features)))
+        tmp.write_text(json.dumps(_to_json(features)), encoding="utf-8")
         tmp.replace(cache_file)
     return features
 

@@ -445,7 +445,7 @@ def write_nested_report(
     for stem, heading, table in tables:
         table.to_csv(out_dir / f"{stem}.csv", index=False)
         markdown = to_markdown(table) if not table.empty else "No estimable endpoint.\n"
-        (out_dir / f"{stem}.md").write_text(markdown)
+        (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
         sections.append(f"## {heading}\n\n{markdown}")
     figures = [
         _auc_plot(metrics, out_dir / "auc_summary.png"),
@@ -458,6 +458,8 @@ def write_nested_report(
             if path.is_file():
                 lines.append(f"![{endpoint} {plot}]({path.relative_to(out_dir)})")
     sections.append("## Figures\n\n" + "\n".join(lines) + "\n")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    (out_dir / "report.md").write_text("\n".join(sections))
+    (out_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    (out_dir / "report.md").write_text("\n".join(sections), encoding="utf-8")
     return metrics

@@ -198,6 +198,6 @@ def load_recipe(name: str) -> Recipe:
     if not resource.is_file():
         raise ConfigurationError(f"unknown recipe {name!r}; available: {available_recipes()}")
     try:
-        return Recipe.model_validate(yaml.safe_load(resource.read_text()))
+        return Recipe.model_validate(yaml.safe_load(resource.read_text(encoding="utf-8")))
     except ValueError as exc:
         raise ConfigurationError(f"invalid recipe {name!r}: {exc}") from None

@@ -212,8 +212,10 @@ def write_report(
         }
         sections += _endpoint_section(endpoint, singles, comparisons)
     sections += _shap_section(out_dir, explanations)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-    (out_dir / "report.md").write_text("\n".join(sections))
+    (out_dir / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    (out_dir / "report.md").write_text("\n".join(sections), encoding="utf-8")
     return metrics
 
 

@@ -372,9 +372,9 @@ def pretrain_cached(config: PretrainConfig | None, seed: int, cache_dir: Path) -
     weights_path = cache_dir / f"pretrained-{key}.safetensors"
     report_path = cache_dir / f"pretrained-{key}.json"
     if weights_path.is_file() and report_path.is_file():
-        report = PretrainReport.from_dict(json.loads(report_path.read_text()))
+        report = PretrainReport.from_dict(json.loads(report_path.read_text(encoding="utf-8")))
         return PretrainResult(load_weights(weights_path), report)
     result = pretrain(config, seed)
     save_weights(result.state_dict, weights_path)
-    report_path.write_text(json.dumps(result.report.as_dict(), indent=2))
+    report_path.write_text(json.dumps(result.report.as_dict(), indent=2), encoding="utf-8")
     return result

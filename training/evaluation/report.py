@@ -33,13 +33,13 @@ from icibenefit.training.evaluation.tables import (
 
 
 def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _write_table(out_dir: Path, stem: str, table: pd.DataFrame, bold: list[str]) -> str:
     table.to_csv(out_dir / f"{stem}.csv", index=False)
     markdown = to_markdown(table, bold)
-    (out_dir / f"{stem}.md").write_text(markdown)
+    (out_dir / f"{stem}.md").write_text(markdown, encoding="utf-8")
     return markdown
 
 
@@ -99,5 +99,5 @@ def write_report(result: EvaluationResult, out_dir: Path | str) -> dict[str, Pat
     plots = [p for key, p in written.items() if p.suffix == ".png"]
     sections.append("## Figures\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in plots) + "\n")
     written["report"] = out / "report.md"
-    written["report"].write_text("\n".join(sections))
+    written["report"].write_text("\n".join(sections), encoding="utf-8")
     return written
