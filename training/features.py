@@ -8,7 +8,7 @@ Order matters because some preprocessing is learned from training patients:
 2. draw the held-out split (needs to know who has baseline and follow-up CT);
 3. fit the HU z-score statistics on the training patients' baseline CTs;
 4. select the robust radiomics features by ICC(3,1) under perturbation
-   (:mod:`icibenefit.pipeline.robustness`) on training baseline CTs;
+   (:mod:`icibenefit.training.robust_radiomics`) on training baseline CTs;
 5. extract every timepoint's features with
    :func:`~icibenefit.pipeline.inference.timepoint_features` (restricted to the
    robust list, exactly as inference calls it) in a process pool, with a rich
@@ -24,10 +24,9 @@ can only be extracted once they exist.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -52,15 +51,13 @@ from icibenefit.training.deep_features import (
     weights_digest,
 )
 from icibenefit.training.recipes import ImagingSpec, UnetSpec
+from icibenefit.training.robust_radiomics import select_robust_radiomics
 from icibenefit.training.timepoint_jobs import run_parallel, timepoint_cache_key
 
 logger = logging.getLogger(__name__)
 
 #: Training baseline CTs pooled for the HU statistics (bounded: statistics converge fast).
 MAX_NORMALIZER_SCANS = 20
-#: Training baseline CTs whose perturbations judge feature robustness (ICC needs >= 2).
-ROBUSTNESS_SCANS = 12
-ICC_THRESHOLD = 0.85
 
 
 @dataclass
@@ -92,39 +89,6 @@ class ExtractedFeatures:
     def has_unet(self) -> bool:
         """Whether UNET deep radiomics (seed 2) were extracted."""
         return any(t.unet is not None for f in self.features.values() for t in f.imaging)
-
-
-def _robustness_table(
-    planned: PlannedTimepoint,
-    normalizer: Any,
-    params: Mapping[str, Any],
-    primary_labels: Sequence[str],
-    seed: int,
-    cache_file: Path | None,
-) -> dict[str, dict[str, float]] | None:
-    if cache_file is not None and cache_file.is_file():
-        table: dict[str, dict[str, float]] | None = json.loads(
-            cache_file.read_text(encoding="utf-8")
-        )
-        return table
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.radiomics_features import extract_radiomics
-    from icibenefit.pipeline.robustness import PerturbationConfig, perturbed_features
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-
-    try:
-        ct = load_ct_volume(planned.ct_files)
-        mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
-        extract = functools.partial(extract_radiomics, normalizer=normalizer, params=params)
-        table = perturbed_features(ct.image, mask.mask, extract, PerturbationConfig(seed=seed))
-    except IciBenefitError as exc:
-        logger.info("robustness scan skipped: %s", exc)
-        table = None
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.with_suffix(".tmp").write_text(json.dumps(table), encoding="utf-8")
-        cache_file.with_suffix(".tmp").replace(cache_file)
-    return table
 
 
 def _to_json(features: TimepointFeatures) -> dict[str, Any]:
@@ -266,7 +230,7 @@ def extract(
 
     selected: tuple[str, ...] | None = None
     if spec.robustness:
-        selected, preprocessing["robustness"] = _robust_selection(
+        selected, preprocessing["robustness"] = select_robust_radiomics(
             plans,
             test_ids,
             normalizer,
@@ -366,62 +330,6 @@ def extract(
 
 def _timepoint_parameters(planned: PlannedTimepoint) -> dict[str, Any]:
     return {"timepoint": [planned.label, planned.days_from_treatment_start]}
-
-
-def _robust_selection(
-    plans: Mapping[str, list[PlannedTimepoint]],
-    test_ids: set[str],
-    normalizer: Any,
-    params: Mapping[str, Any],
-    primary_labels: Sequence[str],
-    parameters: Mapping[str, Any],
-    seed: int,
-    workers: int,
-    progress: bool,
-    cache_dir: Path | None,
-) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """Radiomics features with ICC(3,1) >= threshold under perturbation of training CTs."""
-    from icibenefit.pipeline.robustness import select_robust_features
-
-    robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
-    tables = run_parallel(
-        _robustness_table,
-        [
-            (
-                t,
-                normalizer,
-                params,
-                primary_labels,
-                seed,
-                None
-                if cache_dir is None
-                else cache_dir / f"{timepoint_cache_key('robustness', t, parameters)}.json",
-            )
-            for t in robust_scans[:ROBUSTNESS_SCANS]
-        ],
-        workers,
-        progress,
-        "robustness (ICC under perturbation)",
-    )
-    usable = [table for table in tables if table is not None]
-    if len(usable) < 2:
-        raise TrainingError("fewer than two training CTs usable for the robustness selection")
-    robustness = select_robust_features(usable, ICC_THRESHOLD)
-    if not robustness.selected:
-        raise TrainingError(f"no radiomics feature reaches ICC {ICC_THRESHOLD}")
-    logger.info(
-        "robust radiomics: %d of %d features with ICC(3,1) >= %.2f on %d scans",
-        len(robustness.selected),
-        len(robustness.icc),
-        ICC_THRESHOLD,
-        len(usable),
-    )
-    summary = {
-        "threshold": ICC_THRESHOLD,
-        "n_scans": len(usable),
-        "n_candidates": len(robustness.icc),
-    }
-    return robustness.selected, summary
 
 
 def _placeholder(planned: PlannedTimepoint) -> ImagingTimepoint:
