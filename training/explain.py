@@ -107,7 +107,14 @@ def summary_plot(
     import shap
 
     plt.figure()
-    shap.summary_plot(values, X, feature_names=list(names), max_display=max_display, show=False)
+    shap.summary_plot(
+        values,
+        X,
+        feature_names=list(names),
+        max_display=max_display,
+        show=False,
+        rng=np.random.default_rng(0),  # the beeswarm jitter: same data, same picture
+    )
     plt.title(title)
     plt.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
