@@ -145,13 +145,14 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
     if active is not None:
         say(f"model: reusing active bundle {active} of {store.root}")
         return active
-    from icibenefit.training.trainer import train_bundle
+    from icibenefit.training.deep_features import CnnBudget
+    from icibenefit.training.trainer import train
 
     build = demo_root(settings) / "bundle-build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     started = time.monotonic()
-    bundle = train_bundle(
+    bundle = train(
         cohort(),
         build / "bundle",
         recipe=demo_recipe(),
@@ -161,9 +162,10 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
         workers=2,
         n_boot=TRAIN_BOOTSTRAP,
         version=DEMO_VERSION,
+        cnn_budget=CnnBudget.quick(),
         rules=PipelineRules.from_settings(settings),
         lidc_image_dir=settings.lidc_image_dir,
-    )
+    ).bundle
     bundle_id = store.add(bundle, promote=True)
     say(
         f"model: trained demonstration bundle {bundle_id} in {time.monotonic() - started:.0f} s "

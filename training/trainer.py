@@ -364,49 +364,6 @@ class TrainingOutput:
     metrics: dict[str, Any]
 
 
-def train_bundle(
-    cohort_dir: Path | str,
-    out_dir: Path | str,
-    recipe: str | Recipe = "farina2023",
-    trials: int | None = None,
-    seed: int = 0,
-    *,
-    endpoints: Sequence[str] | None = None,
-    workers: int = 2,
-    cache_dir: Path | None = None,
-    report_dir: Path | None = None,
-    version: str | None = None,
-    n_boot: int = 1000,
-    progress: bool = False,
-    cnn_budget: CnnBudget | None = None,
-    rules: PipelineRules | None = None,
-    lidc_image_dir: Path | None = None,
-) -> Path:
-    """Train a recipe on a cohort and write the bundle; returns the bundle directory.
-
-    This is the API the demo uses to build a small demonstration bundle
-    quickly: unless told otherwise it spends the quick CNN budget
-    (:meth:`CnnBudget.quick`).  The ``train`` command calls :func:`train`.
-    """
-    return train(
-        cohort_dir,
-        out_dir,
-        recipe,
-        trials,
-        seed,
-        endpoints=endpoints,
-        workers=workers,
-        cache_dir=cache_dir,
-        report_dir=report_dir,
-        version=version,
-        n_boot=n_boot,
-        progress=progress,
-        cnn_budget=cnn_budget or CnnBudget.quick(),
-        rules=rules,
-        lidc_image_dir=lidc_image_dir,
-    ).bundle
-
-
 def train(
     cohort_dir: Path | str,
     out_dir: Path | str,

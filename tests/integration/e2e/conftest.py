@@ -13,10 +13,11 @@ ENDPOINTS = ("pfs6", "pfs9")
 def demo_bundle(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo recipe (clinical + radiomics, no CNN) trained on the shared small cohort."""
     from icibenefit.reporting.demo import demo_recipe
-    from icibenefit.training.trainer import train_bundle
+    from icibenefit.training.deep_features import CnnBudget
+    from icibenefit.training.trainer import train
 
     out = tmp_path_factory.mktemp("e2e-bundle") / "bundle"
-    return train_bundle(
+    return train(
         small_cohort,
         out,
         recipe=demo_recipe(),
@@ -26,4 +27,5 @@ def demo_bundle(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) ->
         workers=2,
         n_boot=20,
         version="e2e-1",
-    )
+        cnn_budget=CnnBudget.quick(),
+    ).bundle

@@ -79,9 +79,7 @@ def test_trainer_hands_rules_and_lidc_folder_to_feature_extraction(
     monkeypatch.setattr(trainer, "extract_features", fake_extract)
     rules = PipelineRules(primary_labels=("GTV-1",))
     with pytest.raises(StopError):
-        trainer.train_bundle(
-            tmp_path, tmp_path / "bundle", rules=rules, lidc_image_dir=tmp_path / "lidc"
-        )
+        trainer.train(tmp_path, tmp_path / "bundle", rules=rules, lidc_image_dir=tmp_path / "lidc")
     assert seen["rules"] is rules
     assert seen["lidc_image_dir"] == tmp_path / "lidc"
 
@@ -93,17 +91,18 @@ def test_demo_trains_its_bundle_under_the_settings(
 
     seen: dict[str, Any] = {}
 
-    def fake_train_bundle(*args: Any, **kwargs: Any) -> Any:
+    def fake_train(*args: Any, **kwargs: Any) -> Any:
         seen.update(kwargs)
         raise StopError
 
-    monkeypatch.setattr("icibenefit.training.trainer.train_bundle", fake_train_bundle)
+    monkeypatch.setattr("icibenefit.training.trainer.train", fake_train)
     settings = make_settings(series_priority=["thickness"], lidc_image_dir="/data/LIDC-IDRI")
     with pytest.raises(StopError):
         demo.prepare_bundle(settings, lambda: settings.data_dir / "cohort", lambda text: None)
     assert seen["rules"] == PipelineRules.from_settings(settings)
     assert seen["rules"].timeline.series_rules.priority == ("thickness",)
     assert seen["lidc_image_dir"] == Path("/data/LIDC-IDRI")
+    assert seen["cnn_budget"] == CnnBudget.quick(), "the demo spends the quick CNN budget"
 
 
 @pytest.mark.parametrize("cached", [False, True])
