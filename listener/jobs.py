@@ -50,7 +50,7 @@ from typing import Any, Protocol
 
 from icibenefit import audit
 from icibenefit.errors import ConfigurationError
-from icibenefit.listener import index
+from icibenefit.listener import index, queries
 from icibenefit.listener.outbox import AUDIT_ERROR_CHARS, Outbox
 from icibenefit.settings import Settings
 
@@ -324,8 +324,7 @@ class JobQueue:
 
     def counts(self) -> dict[str, int]:
         """Number of jobs per state (every state present, zero included)."""
-        found = dict(self._conn.execute("SELECT state, count(*) FROM jobs GROUP BY state"))
-        return {state: int(found.get(state, 0)) for state in JOB_STATES}
+        return queries.count_by_state(self._conn, "jobs", JOB_STATES)
 
 
 _DEAD_JOB_FIELDS = (

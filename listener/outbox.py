@@ -55,6 +55,7 @@ from pynetdicom import AE
 from icibenefit import audit
 from icibenefit.durable import write_atomically
 from icibenefit.errors import DeliveryError, IciBenefitError
+from icibenefit.listener import queries
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,7 @@ class Outbox:
 
     def counts(self) -> dict[str, int]:
         """Items per state."""
-        found = dict(self._conn.execute("SELECT state, count(*) FROM outbox GROUP BY state"))
-        return {state: int(found.get(state, 0)) for state in OUTBOX_STATES}
+        return queries.count_by_state(self._conn, "outbox", OUTBOX_STATES)
 
 
 class OutboxSender:

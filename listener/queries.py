@@ -7,7 +7,16 @@ objects, so scripts can use either.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
+
+
+def count_by_state(
+    conn: sqlite3.Connection, table: Literal["jobs", "outbox"], states: Sequence[str]
+) -> dict[str, int]:
+    """Rows of the job queue or the outbox per state, every state present (zero included)."""
+    found = dict(conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state").fetchall())
+    return {state: int(found.get(state, 0)) for state in states}
 
 
 def list_studies(conn: sqlite3.Connection, limit: int = 1000) -> list[dict[str, Any]]:

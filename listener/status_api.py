@@ -50,18 +50,18 @@ def render_metrics(conn: sqlite3.Connection, counters: ScpCounters) -> str:
         metric = f"icibenefit_{name}_total"
         lines += [f"# HELP {metric} {_COUNTER_HELP[name]}.", f"# TYPE {metric} counter"]
         lines.append(f"{metric} {value}")
-    jobs = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+    jobs = queries.count_by_state(conn, "jobs", JOB_STATES)
     lines += ["# HELP icibenefit_jobs Jobs by state.", "# TYPE icibenefit_jobs gauge"]
-    lines += [f'icibenefit_jobs{{state="{state}"}} {jobs.get(state, 0)}' for state in JOB_STATES]
-    outbox = dict(conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
-    depth = outbox.get("queued", 0) + outbox.get("sending", 0)
+    lines += [f'icibenefit_jobs{{state="{state}"}} {jobs[state]}' for state in JOB_STATES]
+    outbox_counts = queries.count_by_state(conn, "outbox", outbox.OUTBOX_STATES)
+    depth = outbox_counts["queued"] + outbox_counts["sending"]
     lines += [
         "# HELP icibenefit_outbox_depth Outgoing items not yet delivered.",
         "# TYPE icibenefit_outbox_depth gauge",
         f"icibenefit_outbox_depth {depth}",
         "# HELP icibenefit_outbox_dead Outgoing items given up (dead letters).",
         "# TYPE icibenefit_outbox_dead gauge",
-        f"icibenefit_outbox_dead {outbox.get('dead', 0)}",
+        f"icibenefit_outbox_dead {outbox_counts['dead']}",
     ]
     studies = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
     lines += [

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 from icibenefit import audit
 from icibenefit.listener import queries
 from icibenefit.listener.jobs import JOB_STATES, JobQueue
-from icibenefit.listener.outbox import NotRetryableError, requeue_dead
+from icibenefit.listener.outbox import OUTBOX_STATES, NotRetryableError, list_items, requeue_dead
 from icibenefit.listener.status_html import (
     PeerHealth,
     PredictionRow,
@@ -164,18 +164,7 @@ def collect(
     key = settings.pseudonym_key.get_secret_value()
     studies = queries.list_studies(conn, RECENT)
     jobs = queries.list_jobs(conn, limit=RECENT)
-    job_counts = dict(conn.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
-    outbox_counts = dict(
-        conn.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall()
-    )
-    dead = [
-        dict(row)
-        for row in conn.execute(
-            "SELECT id, kind, study_uid, attempts, created_at, last_error FROM outbox"
-            " WHERE state = 'dead' ORDER BY id DESC LIMIT ?",
-            (RECENT,),
-        )
-    ]
+    dead = list_items(conn, settings, ["dead"], RECENT)
     predictions = recent_predictions(conn, settings.data_dir, key)
     uids = {s["study_uid"] for s in studies} | {j["study_uid"] for j in jobs}
     uids |= {d["study_uid"] for d in dead if d["study_uid"]} | {p.study_uid for p in predictions}
@@ -184,11 +173,8 @@ def collect(
         healthy=healthy,
         studies=studies,
         jobs=jobs,
-        job_counts={state: int(job_counts.get(state, 0)) for state in JOB_STATES},
-        outbox_counts={
-            state: int(outbox_counts.get(state, 0))
-            for state in ("queued", "sending", "done", "dead")
-        },
+        job_counts=queries.count_by_state(conn, "jobs", JOB_STATES),
+        outbox_counts=queries.count_by_state(conn, "outbox", OUTBOX_STATES),
         dead_letters=dead,
         predictions=predictions,
         peers=peer_health(conn, settings, checker),
