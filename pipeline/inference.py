@@ -321,7 +321,7 @@ def _bundle_explainer(bundle: Any) -> ShapExplainer:
     def explain(
         endpoint: str, name: str, row: NDArray[np.float64]
     ) -> tuple[FeatureContribution, ...]:
-        from icibenefit.training.explain import shap_values, top_features
+        from icibenefit.pipeline.explain import shap_values, top_features
 
         member = f"shap-{name}"
         if member not in bundle.names("json"):

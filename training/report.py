@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from icibenefit.pipeline import explain
 from icibenefit.pipeline.predictor import ModelCatalogue, Predictor
-from icibenefit.training import explain
 from icibenefit.training.evaluation import ModelLabel, evaluate_models
 from icibenefit.training.evaluation import write_report as write_evaluation
 from icibenefit.training.evaluation.tables import (
