@@ -159,7 +159,7 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
         deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
     unet: dict[str, float] | None = None
     if settings.unet is not None:
-        from icibenefit.training.unet import unet_features
+        from icibenefit.pipeline.unet import unet_features
 
         unet = unet_features(settings.unet, ct.image, mask.mask, settings.normalizer)
     timepoint = ImagingTimepoint(
@@ -261,7 +261,7 @@ def bundle_unet(bundle: Any) -> Any:
     """The bundle's UNET (seed 2's deep radiomics, ``tensors/unet``) in eval mode, or None."""
     if "unet" not in bundle.names("tensors"):
         return None
-    from icibenefit.training.unet import load_unet
+    from icibenefit.pipeline.unet import load_unet
 
     return load_unet(bundle.tensors("unet"))
 

@@ -189,7 +189,8 @@ def trained_unet(
     workers: int,
 ) -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
     """Seed 2's UNET trained to segment the training patients' tumours (no outcome used)."""
-    from icibenefit.training.unet import UNetConfig, load_unet, unet_manifest_entry
+    from icibenefit.pipeline.unet import load_unet
+    from icibenefit.training.unet import UNetConfig, unet_manifest_entry
     from icibenefit.training.unet.cohort import fit_unet_on_timepoints
 
     config = UNetConfig(

@@ -1,10 +1,10 @@
-"""Seed 2's deep radiomics: a 2.5D UNET trained to segment the tumour, features from its bottleneck.
+"""Training seed 2's UNET, whose bottleneck gives the deep radiomics.
 
-Typical use (training; inference calls :func:`unet_features` with the bundle's network)::
+The network and its feature extraction are inference's
+(:mod:`icibenefit.pipeline.unet`); this package trains it.  Typical use::
 
-    from icibenefit.training.unet import (
-        UNetConfig, load_unet, train_unet, unet_features, unet_patch,
-    )
+    from icibenefit.pipeline.unet import load_unet, unet_features, unet_patch
+    from icibenefit.training.unet import UNetConfig, train_unet
 
     patches = [unet_patch(ct, mask, normalizer) for ct, mask in training_scans]
     state, history = train_unet(
@@ -19,20 +19,6 @@ Importing this package imports torch; import it inside functions on the
 ``icibenefit --help`` path.
 """
 
-from icibenefit.training.unet.features import (
-    FEATURE_PREFIX,
-    bottleneck_features,
-    feature_names,
-    unet_features,
-    unet_patch,
-)
-from icibenefit.training.unet.network import (
-    INPUT_SHAPE,
-    LAYER_TABLE,
-    N_DEEP_FEATURES,
-    UNet25D,
-    load_unet,
-)
 from icibenefit.training.unet.train import (
     UNET_TENSORS,
     UNetConfig,
@@ -43,20 +29,10 @@ from icibenefit.training.unet.train import (
 )
 
 __all__ = [
-    "FEATURE_PREFIX",
-    "INPUT_SHAPE",
-    "LAYER_TABLE",
-    "N_DEEP_FEATURES",
     "UNET_TENSORS",
-    "UNet25D",
     "UNetConfig",
     "UNetHistory",
-    "bottleneck_features",
     "dice_bce_loss",
-    "feature_names",
-    "load_unet",
     "train_unet",
-    "unet_features",
     "unet_manifest_entry",
-    "unet_patch",
 ]

@@ -1,7 +1,7 @@
 """Fit the UNET on a cohort's CT timepoints (the training side of :mod:`.features`).
 
 Every planned timepoint with a tumour mask is loaded with the pipeline's
-volume and mask readers and sampled by :func:`~icibenefit.training.unet.features.unet_patch`
+volume and mask readers and sampled by :func:`~icibenefit.pipeline.unet.unet_patch`
 (the function inference uses), in a process pool; the network is then trained
 on all patches at once.  Segmentation needs no outcome, so any timepoint of
 any training patient may serve (baseline and follow-ups alike).
@@ -33,7 +33,7 @@ def _patch(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.segmentation import load_tumour_mask
-    from icibenefit.training.unet.features import unet_patch
+    from icibenefit.pipeline.unet import unet_patch
 
     try:
         ct = load_ct_volume(planned.ct_files)

@@ -24,8 +24,8 @@ from numpy.typing import NDArray
 from torch.nn import functional
 
 from icibenefit.errors import TrainingError
+from icibenefit.pipeline.unet import INPUT_SHAPE, UNet25D
 from icibenefit.training.cnn.loop import augment, deterministic_torch
-from icibenefit.training.unet.network import INPUT_SHAPE, UNet25D
 
 DICE_SMOOTH = 1.0
 #: Bundle member (``tensors/unet.safetensors``) of the trained UNET.
@@ -146,7 +146,7 @@ def unet_manifest_entry(
     config: UNetConfig, history: UNetHistory, n_patches: int, seed: int
 ) -> dict[str, Any]:
     """The UNET's part of a bundle manifest (``extra["unet"]``)."""
-    from icibenefit.training.unet.network import (
+    from icibenefit.pipeline.unet import (
         LAYER_TABLE,
         N_DEEP_FEATURES,
         PATCH_PIXELS,
@@ -154,7 +154,7 @@ def unet_manifest_entry(
     )
 
     return {
-        "architecture": "2.5D UNET (icibenefit.training.unet.network)",
+        "architecture": "2.5D UNET (icibenefit.pipeline.unet)",
         "tensors": UNET_TENSORS,
         "input_shape": list(INPUT_SHAPE),
         "patch_side_mm": PATCH_SIDE_MM,

@@ -7,17 +7,15 @@ import pytest
 import torch
 
 from icibenefit.errors import TrainingError
-from icibenefit.training.unet import (
+from icibenefit.pipeline.unet import (
     INPUT_SHAPE,
     N_DEEP_FEATURES,
     UNet25D,
-    UNetConfig,
     bottleneck_features,
-    dice_bce_loss,
     feature_names,
     load_unet,
-    train_unet,
 )
+from icibenefit.training.unet import UNetConfig, dice_bce_loss, train_unet
 
 
 def _discs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""The 2.5D UNET behind seed 2's deep radiomics, and its patch geometry.
+"""The 2.5D UNET behind seed 2's deep radiomics, its patch geometry and its deep features.
 
 Seed 2 extracts "deep radiomic features" with a UNET encoder-decoder trained
 to segment the tumour; it gives no layer table, so this module fixes one and
@@ -29,6 +29,16 @@ Choices
   whether computed alone at inference or in a batch at training.
 * Deep features: the bottleneck block's output (post-ReLU) averaged over its
   4 x 4 positions, one value per channel (global average pooling).
+
+:func:`unet_patch` samples the network's input (and the mask it learns) from a
+CT and its tumour mask; :func:`unet_features` turns one timepoint into named
+deep features.  Training calls :func:`unet_patch` to build the segmentation
+training set and :func:`unet_features` for every cohort timepoint;
+:func:`icibenefit.pipeline.inference.timepoint_features` calls
+:func:`unet_features` for a new patient, so both sides compute the same numbers.
+
+This module imports torch at import time: import it lazily (inside functions)
+from anything on the path of ``icibenefit --help`` or the service's start-up.
 """
 
 from __future__ import annotations
@@ -37,8 +47,14 @@ import itertools
 from collections.abc import Mapping
 from typing import Any, Final
 
+import numpy as np
+import SimpleITK as sitk
 import torch
+from numpy.typing import NDArray
 from torch import nn
+
+from icibenefit.pipeline.normalization import IntensityNormalizer
+from icibenefit.pipeline.patches import TumourPatch, tumour_patch
 
 N_SLICES: Final = 5
 PATCH_PIXELS: Final = 32
@@ -133,3 +149,55 @@ def load_unet(state_dict: Mapping[str, torch.Tensor]) -> UNet25D:
     network.load_state_dict(dict(state_dict), strict=True)
     network.eval()
     return network
+
+
+#: Prefix of the deep feature names (``unet000`` ... ``unet063``).
+FEATURE_PREFIX = "unet"
+
+
+def unet_patch(ct: sitk.Image, mask: sitk.Image, normalizer: IntensityNormalizer) -> TumourPatch:
+    """The UNET input patch (5 x 32 x 32, 3 mm pixels) of the tumour in ``mask``."""
+    return tumour_patch(
+        ct, mask, normalizer, side_mm=PATCH_SIDE_MM, pixels=PATCH_PIXELS, slices=N_SLICES
+    )
+
+
+def bottleneck_features(
+    network: UNet25D, patches: NDArray[np.floating], batch_size: int = 32
+) -> NDArray[np.float64]:
+    """Globally average-pooled bottleneck activations ``[n, 64]`` of patches ``[n, 5, 32, 32]``.
+
+    Run in eval mode without gradients; GroupNorm makes each row independent
+    of the others in the batch.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(patches, dtype=np.float32))
+    network.eval()
+    with torch.no_grad():
+        pooled = [network.encode(chunk)[0].mean(dim=(2, 3)) for chunk in torch.split(x, batch_size)]
+    if not pooled:
+        return np.zeros((0, N_DEEP_FEATURES), dtype=np.float64)
+    return torch.cat(pooled).double().numpy()
+
+
+def feature_names(n: int) -> list[str]:
+    """Names of ``n`` deep features, in bottleneck channel order."""
+    return [f"{FEATURE_PREFIX}{i:03d}" for i in range(n)]
+
+
+def unet_features(
+    network: UNet25D, ct: sitk.Image, mask: sitk.Image, normalizer: IntensityNormalizer
+) -> dict[str, float]:
+    """Named deep features of one CT timepoint (training and inference call this).
+
+    One patch on one torch thread: the convolution sums then run in one fixed
+    order, so a training worker and the service compute identical values
+    (the DF-imm CNN does the same).
+    """
+    patch = unet_patch(ct, mask, normalizer).image[None]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        values = bottleneck_features(network, patch)[0]
+    finally:
+        torch.set_num_threads(threads)
+    return dict(zip(feature_names(values.size), map(float, values), strict=True))
