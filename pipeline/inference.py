@@ -142,20 +142,16 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
     deep: dict[str, float] | None = None
     probability: float | None = None
     if settings.network is not None:
-        import torch
-
+        # torch-backed modules: imported on first use, not at service start-up.
         from icibenefit.pipeline.deep import cnn_probability, extract_deep_features
+        from icibenefit.pipeline.torch_threads import torch_threads
 
         patch = tumour_patch(ct.image, mask.mask, settings.normalizer).image[None]
         # One thread and one patch per call: convolution sums then run in one
         # fixed order, so training workers and inference get identical values.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             values = extract_deep_features(settings.network, patch, batch_size=1)[0]
             probability = float(cnn_probability(settings.network, patch, batch_size=1)[0])
-        finally:
-            torch.set_num_threads(threads)
         deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
     unet: dict[str, float] | None = None
     if settings.unet is not None:

@@ -55,6 +55,7 @@ from torch import nn
 
 from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.patches import TumourPatch, tumour_patch
+from icibenefit.pipeline.torch_threads import torch_threads
 
 N_SLICES: Final = 5
 PATCH_PIXELS: Final = 32
@@ -194,10 +195,6 @@ def unet_features(
     (the DF-imm CNN does the same).
     """
     patch = unet_patch(ct, mask, normalizer).image[None]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         values = bottleneck_features(network, patch)[0]
-    finally:
-        torch.set_num_threads(threads)
     return dict(zip(feature_names(values.size), map(float, values), strict=True))

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional
 
 from icibenefit.errors import TrainingError
+from icibenefit.pipeline.torch_threads import torch_threads
 
 
 @dataclass(frozen=True)
@@ -100,16 +101,13 @@ class TrainingHistory:
 @contextlib.contextmanager
 def deterministic_torch(seed: int, num_threads: int) -> Iterator[None]:
     """Run a block with seeded, deterministic torch on a fixed number of threads."""
-    threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True)
-        torch.set_num_threads(num_threads)
         try:
             yield
         finally:
-            torch.set_num_threads(threads)
             torch.use_deterministic_algorithms(deterministic)
 
 
