@@ -59,11 +59,10 @@ from icibenefit.pipeline.clinical_features import (
     imputation_decisions,
     lab_observation_ids,
 )
-from icibenefit.pipeline.delta import SLOTS, DeltaClipper, delta_features, longitudinal_vector
+from icibenefit.pipeline.delta import SLOTS, delta_features, longitudinal_vector
 
 Kind = Literal["baseline", "delta", "longitudinal"]
 RISK_THRESHOLD = 0.5
-DELTA_QUANTILES = (1.0, 99.0)
 SOURCE_TITLES = {
     "clinical": "clinical",
     "radiomics": "radiomics",
@@ -177,21 +176,6 @@ def source_vector(
     if vector is not None and kind == "delta":
         vector = clip_delta(vector, delta_bounds)
     return vector
-
-
-def learn_delta_bounds(rows: Sequence[Mapping[str, float]]) -> dict[str, list[float]]:
-    """Per-feature [1st, 99th] percentile bounds of training delta vectors (nan ignored)."""
-    if not rows:
-        return {}
-    names = list(rows[0])
-    clipper = DeltaClipper(*DELTA_QUANTILES).fit(np.array([as_row(row, names) for row in rows]))
-    # Stored by name in the bundle manifest, so inference clips a vector built
-    # from whatever features the patient has without relying on column order.
-    return {
-        name: [float(low), float(high)]
-        for name, low, high in zip(names, clipper.lower_, clipper.upper_, strict=True)
-        if not math.isnan(low)
-    }
 
 
 def model_title(source: str, kind: str) -> str:

@@ -2,7 +2,7 @@
 
 The paper keeps only radiomics features whose value survives small changes of
 the scan and of the contour: ICC(3,1) >= 0.85 across perturbed copies
-(:mod:`icibenefit.pipeline.robustness` makes the copies and computes the ICC).
+(:mod:`icibenefit.training.robustness` makes the copies and computes the ICC).
 Only training patients' baseline CTs are perturbed, so the held-out set never
 influences which features exist; the per-scan tables run in the process pool
 and are cached like every other timepoint job.
@@ -44,8 +44,8 @@ def robustness_table(
         return table
     from icibenefit.pipeline.images import load_ct_volume
     from icibenefit.pipeline.radiomics_features import extract_radiomics
-    from icibenefit.pipeline.robustness import PerturbationConfig, perturbed_features
     from icibenefit.pipeline.segmentation import load_tumour_mask
+    from icibenefit.training.robustness import PerturbationConfig, perturbed_features
 
     try:
         ct = load_ct_volume(planned.ct_files)
@@ -75,7 +75,7 @@ def select_robust_radiomics(
     cache_dir: Path | None,
 ) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Radiomics features with ICC(3,1) >= threshold under perturbation of training CTs."""
-    from icibenefit.pipeline.robustness import select_robust_features
+    from icibenefit.training.robustness import select_robust_features
 
     robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
     tables = run_parallel(

@@ -17,12 +17,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from icibenefit.pipeline.cache import cache_key
 from icibenefit.pipeline.inference import PlannedTimepoint
+from icibenefit.training.cache import cache_key
 
 
 def timepoint_cache_key(kind: str, planned: PlannedTimepoint, parameters: Mapping[str, Any]) -> str:
-    """The :func:`~icibenefit.pipeline.cache.cache_key` of one stage's result for one timepoint.
+    """The :func:`~icibenefit.training.cache.cache_key` of one stage's result for one timepoint.
 
     The input instance set is named by its files' byte digests (exact: a changed
     instance gives a new key, whatever its UID says).

@@ -37,11 +37,11 @@ from icibenefit.pipeline.predictor import (
     ModelCatalogue,
     PatientFeatures,
     Predictor,
-    learn_delta_bounds,
     source_vector,
 )
 from icibenefit.training.dataset import Cohort, endpoint_label, holdout_split, load_cohort
 from icibenefit.training.deep_features import CnnBudget
+from icibenefit.training.delta_bounds import learn_delta_bounds
 from icibenefit.training.features import extract as extract_features
 from icibenefit.training.models import TunedModel, positive_probability, tune_model
 from icibenefit.training.recipes import Recipe, ensemble_name, load_recipe, model_name

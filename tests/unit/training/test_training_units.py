@@ -14,10 +14,10 @@ from icibenefit.pipeline.predictor import (
     PatientFeatures,
     Predictor,
     TimepointFeatures,
-    learn_delta_bounds,
     source_vector,
 )
 from icibenefit.training.dataset import endpoint_label, holdout_split
+from icibenefit.training.delta_bounds import learn_delta_bounds
 from icibenefit.training.models import build_pipeline, positive_probability, tune_model
 from icibenefit.training.recipes import Recipe, SearchSpace, available_recipes, load_recipe
 from icibenefit.training.synth.manifest import Outcomes

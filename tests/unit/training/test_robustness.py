@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from icibenefit.errors import FeatureExtractionError
-from icibenefit.pipeline.robustness import (
+from icibenefit.training.robustness import (
     PerturbationConfig,
     icc_3_1,
     perturbations,

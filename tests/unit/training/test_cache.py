@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from icibenefit.pipeline.cache import FeatureCache, cache_key
+from icibenefit.training.cache import FeatureCache, cache_key
 
 
 def test_key_depends_on_the_instance_set_and_parameters_only() -> None:
