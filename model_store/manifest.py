@@ -13,6 +13,7 @@ import datetime as dt
 import importlib.metadata
 import platform
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -103,10 +104,15 @@ class BundleManifest(BaseModel):
         return f"{self.name}-{self.version}"
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries a fitted bundle depends on (absent ones are skipped)."""
+def library_versions(libraries: Iterable[str] = TRACKED_LIBRARIES) -> dict[str, str]:
+    """Versions of Python and of ``libraries`` (absent ones are skipped).
+
+    The bundle manifest records those of :data:`TRACKED_LIBRARIES`, on which a
+    fitted bundle depends; training's feature cache keys its entries on those
+    of the libraries that compute features.
+    """
     versions = {"python": platform.python_version()}
-    for library in TRACKED_LIBRARIES:
+    for library in libraries:
         try:
             versions[library] = importlib.metadata.version(library)
         except importlib.metadata.PackageNotFoundError:

@@ -23,11 +23,12 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from icibenefit.model_store.manifest import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,13 @@ _VERSIONED = ("pyradiomics", "SimpleITK", "numpy", "pydicom", "highdicom", "torc
 
 
 @functools.cache
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries whose output the cache stores (read once per process)."""
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
-    return versions
+def cached_library_versions() -> dict[str, str]:
+    """Versions of the libraries whose output the cache stores (read once per process).
+
+    A missing library counts as ``"absent"``, so installing it changes every key.
+    """
+    versions = library_versions(_VERSIONED)
+    return {name: versions.get(name, "absent") for name in _VERSIONED}
 
 
 def cache_key(kind: str, instance_uids: Iterable[str], parameters: Mapping[str, Any]) -> str:
@@ -55,7 +54,7 @@ def cache_key(kind: str, instance_uids: Iterable[str], parameters: Mapping[str, 
         "kind": kind,
         "instances": sorted(set(instance_uids)),
         "parameters": parameters,
-        "libraries": library_versions(),
+        "libraries": cached_library_versions(),
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
