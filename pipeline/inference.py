@@ -16,14 +16,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
+import pydicom
 from numpy.typing import NDArray
 
 from icibenefit.domain import ClinicalRecord, FeatureContribution, ImagingTimepoint, Prediction
+from icibenefit.errors import IciBenefitError, ModelBundleError, TimelineError
+from icibenefit.model_store.bundle import load_bundle
+from icibenefit.pipeline.explain import shap_values, top_features
+from icibenefit.pipeline.images import load_ct_volume
+from icibenefit.pipeline.patches import tumour_patch
 from icibenefit.pipeline.predictor import (
     ModelCatalogue,
     PatientFeatures,
@@ -31,14 +37,42 @@ from icibenefit.pipeline.predictor import (
     ShapExplainer,
     TimepointFeatures,
 )
+from icibenefit.pipeline.radiomics_features import extract_radiomics
 from icibenefit.pipeline.rules import PipelineRules
-from icibenefit.pipeline.timeline import TimelineRules
+from icibenefit.pipeline.segmentation import load_tumour_mask
+from icibenefit.pipeline.timeline import (
+    TimelineEntry,
+    TimelineRules,
+    build_timeline,
+    records_from_headers,
+)
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------
 # DICOM -> timepoints -> features (the part training runs for every cohort patient)
+
+
+class TimepointIdentity(TypedDict):
+    """What names a CT timepoint, whatever stage it is at (timeline entry, plan, result)."""
+
+    label: Literal["baseline", "followup1", "followup2"]
+    study_uid: str
+    series_uid: str
+    study_date: dt.date
+    days_from_treatment_start: int
+
+
+def timepoint_identity(timepoint: TimelineEntry | PlannedTimepoint) -> TimepointIdentity:
+    """The fields a timepoint keeps from one stage to the next, copied in one place."""
+    return TimepointIdentity(
+        label=timepoint.label,
+        study_uid=timepoint.study_uid,
+        series_uid=timepoint.series_uid,
+        study_date=timepoint.study_date,
+        days_from_treatment_start=timepoint.days_from_treatment_start,
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +87,31 @@ class PlannedTimepoint:
     ct_files: tuple[str, ...]
     segmentation_file: str
 
+    @classmethod
+    def from_entry(cls, entry: TimelineEntry) -> PlannedTimepoint:
+        """The plan of a timeline entry: its identity and the files to read."""
+        return cls(
+            **timepoint_identity(entry),
+            ct_files=entry.instance_keys,
+            segmentation_file=str(entry.segmentation_key),
+        )
+
+    def imaging_timepoint(
+        self,
+        image_sop_uids: tuple[str, ...] = (),
+        segmentation_sop_uid: str | None = None,
+        segmentation_sop_class_uid: str | None = None,
+        segment_number: int | None = None,
+    ) -> ImagingTimepoint:
+        """The timepoint as a prediction reports it, with the instances read (if any yet)."""
+        return ImagingTimepoint(
+            **timepoint_identity(self),
+            image_sop_uids=image_sop_uids,
+            segmentation_sop_uid=segmentation_sop_uid,
+            segmentation_sop_class_uid=segmentation_sop_class_uid,
+            segment_number=segment_number,
+        )
+
 
 def plan_timepoints(
     files: Sequence[str], record: ClinicalRecord | dt.date, rules: TimelineRules | None = None
@@ -65,28 +124,12 @@ def plan_timepoints(
     without a usable baseline CT gets no imaging timepoints (the clinical model
     alone then serves) and the timeline's reasons as decisions.
     """
-    import pydicom
-
-    from icibenefit.errors import TimelineError
-    from icibenefit.pipeline.timeline import build_timeline, records_from_headers
-
     headers = [(path, pydicom.dcmread(path, stop_before_pixels=True)) for path in sorted(files)]
     try:
         timeline = build_timeline(records_from_headers(headers), record, rules)
     except TimelineError as exc:
         return [], [str(exc)]
-    planned = [
-        PlannedTimepoint(
-            label=entry.label,
-            study_uid=entry.study_uid,
-            series_uid=entry.series_uid,
-            study_date=entry.study_date,
-            days_from_treatment_start=entry.days_from_treatment_start,
-            ct_files=entry.instance_keys,
-            segmentation_file=str(entry.segmentation_key),
-        )
-        for entry in timeline.entries
-    ]
+    planned = [PlannedTimepoint.from_entry(entry) for entry in timeline.entries]
     return planned, list(timeline.decisions)
 
 
@@ -123,11 +166,6 @@ class ImagingSettings:
 
 def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> TimepointFeatures:
     """Load one timepoint's CT and mask and compute its radiomics and deep features."""
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.patches import tumour_patch
-    from icibenefit.pipeline.radiomics_features import extract_radiomics
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-
     ct = load_ct_volume(planned.ct_files)
     mask = load_tumour_mask(
         planned.segmentation_file, ct, primary_labels=settings.rules.primary_labels
@@ -155,21 +193,45 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
         deep = {f"df{i:03d}": float(v) for i, v in enumerate(values)}
     unet: dict[str, float] | None = None
     if settings.unet is not None:
-        from icibenefit.pipeline.unet import unet_features
+        from icibenefit.pipeline.unet import unet_features  # torch: imported on first use
 
         unet = unet_features(settings.unet, ct.image, mask.mask, settings.normalizer)
-    timepoint = ImagingTimepoint(
-        label=planned.label,
-        study_uid=planned.study_uid,
-        series_uid=planned.series_uid,
-        study_date=planned.study_date,
-        days_from_treatment_start=planned.days_from_treatment_start,
+    timepoint = planned.imaging_timepoint(
         image_sop_uids=ct.sop_instance_uids,
         segmentation_sop_uid=mask.sop_instance_uid,
         segmentation_sop_class_uid=mask.sop_class_uid,
         segment_number=mask.segment_number,
     )
     return TimepointFeatures(timepoint, radiomics, deep, probability, unet)
+
+
+def timepoint_outcome(
+    planned: PlannedTimepoint, settings: ImagingSettings
+) -> TimepointFeatures | str:
+    """:func:`timepoint_features`, or why the timepoint is dropped when its files fail."""
+    try:
+        return timepoint_features(planned, settings)
+    except IciBenefitError as exc:
+        return f"{planned.label} dropped: {exc}"
+
+
+def kept_timepoints(
+    outcomes: Iterable[TimepointFeatures | str],
+) -> tuple[tuple[TimepointFeatures, ...], list[str]]:
+    """The timepoints a patient's features keep, and why the others were dropped.
+
+    ``outcomes`` are :func:`timepoint_outcome`'s, baseline first.  A follow-up
+    is kept only if a baseline was kept: delta features compare a follow-up
+    with the baseline, so one without it has nothing to compare to.
+    """
+    kept: list[TimepointFeatures] = []
+    dropped: list[str] = []
+    for outcome in outcomes:
+        if isinstance(outcome, str):
+            dropped.append(outcome)
+        elif outcome.timepoint.label == "baseline" or kept:
+            kept.append(outcome)
+    return tuple(kept), dropped
 
 
 # --------------------------------------------------------------------------
@@ -200,8 +262,6 @@ class BundlePredictor:
 
     def features(self, files: Sequence[str], record: ClinicalRecord) -> PatientFeatures:
         """Timeline, images, masks and features of one patient (the training code's path)."""
-        from icibenefit.errors import IciBenefitError
-
         if self.imaging.normalizer is None:
             return PatientFeatures(
                 record, (), ("the model bundle has no imaging model: clinical data only",)
@@ -213,16 +273,8 @@ class BundlePredictor:
                 "clinical rules differ from the model's training (retrain or validate the "
                 "model under them): " + "; ".join(self.rule_differences),
             )
-        kept: list[TimepointFeatures] = []
-        for timepoint in planned:
-            try:
-                features = timepoint_features(timepoint, self.imaging)
-            except IciBenefitError as exc:
-                decisions.append(f"{timepoint.label} dropped: {exc}")
-                continue
-            if timepoint.label == "baseline" or kept:
-                kept.append(features)
-        return PatientFeatures(record, tuple(kept), tuple(decisions))
+        kept, dropped = kept_timepoints(timepoint_outcome(t, self.imaging) for t in planned)
+        return PatientFeatures(record, kept, (*decisions, *dropped))
 
     def predict(
         self, files: Sequence[str], record: ClinicalRecord, created: dt.datetime | None = None
@@ -240,8 +292,6 @@ class BundlePredictor:
 
 def catalogue_from_manifest(manifest: Any) -> ModelCatalogue:
     """The serving catalogue a bundle's manifest describes."""
-    from icibenefit.errors import ModelBundleError
-
     described = manifest.extra.get("catalogue")
     if not described:
         raise ModelBundleError("bundle manifest has no serving catalogue (extra.catalogue)")
@@ -257,7 +307,7 @@ def bundle_unet(bundle: Any) -> Any:
     """The bundle's UNET (seed 2's deep radiomics, ``tensors/unet``) in eval mode, or None."""
     if "unet" not in bundle.names("tensors"):
         return None
-    from icibenefit.pipeline.unet import load_unet
+    from icibenefit.pipeline.unet import load_unet  # torch: imported on first use
 
     return load_unet(bundle.tensors("unet"))
 
@@ -277,14 +327,12 @@ def open_bundle(
         The clinical rules to apply (callers pass
         :meth:`PipelineRules.from_settings`); METHOD.md's when ``None``.
     """
-    from icibenefit.model_store.bundle import load_bundle
-
     bundle = load_bundle(path, extra_trusted=EXTRA_TRUSTED_TYPES)
     manifest = bundle.manifest
     catalogue = catalogue_from_manifest(manifest)
     network = None
     if "cnn" in bundle.names("tensors"):
-        from icibenefit.pipeline.deep import load_network
+        from icibenefit.pipeline.deep import load_network  # torch: imported on first use
 
         network = load_network(bundle.tensors("cnn"))
     hu = manifest.preprocessing.get("hu")
@@ -317,8 +365,6 @@ def _bundle_explainer(bundle: Any) -> ShapExplainer:
     def explain(
         endpoint: str, name: str, row: NDArray[np.float64]
     ) -> tuple[FeatureContribution, ...]:
-        from icibenefit.pipeline.explain import shap_values, top_features
-
         member = f"shap-{name}"
         if member not in bundle.names("json"):
             return ()

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from icibenefit.domain import ImagingTimepoint
-from icibenefit.errors import IciBenefitError, TrainingError
+from icibenefit.errors import TrainingError
 from icibenefit.pipeline.inference import (
     ImagingSettings,
     PlannedTimepoint,
+    kept_timepoints,
     normalizer_from,
     plan_timepoints,
-    timepoint_features,
+    timepoint_outcome,
 )
 from icibenefit.pipeline.predictor import PatientFeatures, TimepointFeatures
 from icibenefit.pipeline.rules import PipelineRules
@@ -123,10 +124,9 @@ def _extract_one(planned: PlannedTimepoint, cache_file: Path | None) -> Timepoin
     settings = _WORKER_SETTINGS[0]
     if cache_file is not None and cache_file.is_file():
         return _from_json(json.loads(cache_file.read_text(encoding="utf-8")))
-    try:
-        features = timepoint_features(planned, settings)
-    except IciBenefitError as exc:
-        return f"{planned.label} dropped: {exc}"
+    features = timepoint_outcome(planned, settings)
+    if isinstance(features, str):
+        return features
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
@@ -187,7 +187,7 @@ def extract(
     availability = {
         p.patient_id: PatientFeatures(
             p.record,
-            tuple(TimepointFeatures(_placeholder(t), {}) for t in plans[p.patient_id]),
+            tuple(TimepointFeatures(t.imaging_timepoint(), {}) for t in plans[p.patient_id]),
         )
         for p in cohort.patients
     }
@@ -305,15 +305,8 @@ def extract(
     features = {}
     for patient in cohort.patients:
         pid = patient.patient_id
-        kept: list[TimepointFeatures] = []
-        notes = list(decisions[pid])
-        for t in plans[pid]:
-            outcome = results[(pid, t.label)]
-            if isinstance(outcome, str):
-                notes.append(outcome)
-            elif t.label == "baseline" or kept:
-                kept.append(outcome)
-        features[pid] = PatientFeatures(patient.record, tuple(kept), tuple(notes))
+        kept, dropped = kept_timepoints(results[(pid, t.label)] for t in plans[pid])
+        features[pid] = PatientFeatures(patient.record, kept, (*decisions[pid], *dropped))
     return ExtractedFeatures(
         features,
         test_ids,
@@ -330,13 +323,3 @@ def extract(
 
 def _timepoint_parameters(planned: PlannedTimepoint) -> dict[str, Any]:
     return {"timepoint": [planned.label, planned.days_from_treatment_start]}
-
-
-def _placeholder(planned: PlannedTimepoint) -> ImagingTimepoint:
-    return ImagingTimepoint(
-        label=planned.label,
-        study_uid=planned.study_uid,
-        series_uid=planned.series_uid,
-        study_date=planned.study_date,
-        days_from_treatment_start=planned.days_from_treatment_start,
-    )
