@@ -86,7 +86,7 @@ lint: setup
 	@# tree laid out like the installed package.
 	@rm -rf $(STAMPS)/typecheck && mkdir -p $(STAMPS)/typecheck/icibenefit
 	@for f in icibenefit/*; do ln -s ../../../$$f $(STAMPS)/typecheck/icibenefit/; done
-	@for d in listener pipeline fhir reporting model_store training; do \
+	@for d in listener pipeline fhir reporting model_store training synth; do \
 	  ln -s ../../../$$d $(STAMPS)/typecheck/icibenefit/$$d; done
 	cd $(STAMPS)/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p icibenefit
 

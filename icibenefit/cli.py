@@ -20,9 +20,9 @@ from icibenefit.listener.cli import jobs_app, outbox_app, serve, studies_app
 from icibenefit.model_store.cli import models_app
 from icibenefit.pipeline.cli import predict
 from icibenefit.reporting.cli import demo
+from icibenefit.synth.cli import synth_app
 from icibenefit.training.cli import train
 from icibenefit.training.evaluate_cli import evaluate
-from icibenefit.training.synth_cli import synth_app
 
 app = typer.Typer(
     name="icibenefit",

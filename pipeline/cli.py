@@ -45,7 +45,7 @@ def _clinical_record(path: Path, patient_id: str, settings: Settings) -> Clinica
     from icibenefit.errors import PatientResolutionError
 
     if (path / "manifest.json").is_file():
-        from icibenefit.training.synth import load_manifest
+        from icibenefit.training.cohort_manifest import load_manifest
 
         for entry in load_manifest(path).patients:
             if entry.patient_id == patient_id:

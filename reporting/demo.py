@@ -76,7 +76,7 @@ def demo_root(settings: Settings) -> Path:
 
 def prepare_cohort(root: Path, say: Say) -> Path:
     """The training cohort: generated once, reused afterwards."""
-    from icibenefit.training.synth import generate_cohort
+    from icibenefit.synth import generate_cohort
 
     cohort = root / "cohort"
     if (cohort / "manifest.json").exists():
@@ -92,7 +92,7 @@ def prepare_cohort(root: Path, say: Say) -> Path:
 
 def prepare_patient(root: Path, say: Say) -> tuple[Path, Any]:
     """A demo patient (not in the training cohort) with baseline and two follow-ups."""
-    from icibenefit.training.synth import generate_cohort, load_manifest
+    from icibenefit.synth import generate_cohort, load_manifest
 
     folder = root / "patient"
     if not (folder / "manifest.json").exists():

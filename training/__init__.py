@@ -1,1 +1,1 @@
-"""Training, evaluation and the synthetic cohort generator."""
+"""Training and evaluation of the models a bundle serves."""

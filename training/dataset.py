@@ -19,7 +19,7 @@ import numpy as np
 
 from icibenefit.domain import ENDPOINTS, ClinicalRecord
 from icibenefit.errors import TrainingError
-from icibenefit.training.synth.manifest import MANIFEST_NAME, Outcomes, load_manifest
+from icibenefit.training.cohort_manifest import MANIFEST_NAME, Outcomes, load_manifest
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,8 @@ from icibenefit.training.evaluation import (
 from icibenefit.training.evaluation.survival import cox_high_vs_low, logrank
 
 if TYPE_CHECKING:
+    from icibenefit.training.cohort_manifest import Outcomes
     from icibenefit.training.nested_cv import NestedEndpoint
-    from icibenefit.training.synth.manifest import Outcomes
 
 logger = logging.getLogger(__name__)
 

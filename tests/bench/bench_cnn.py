@@ -55,7 +55,7 @@ def _cohort_patches(
     from icibenefit.pipeline.normalization import IntensityNormalizer
     from icibenefit.pipeline.patches import tumour_patch
     from icibenefit.pipeline.segmentation import load_tumour_mask
-    from icibenefit.training.synth import load_manifest
+    from icibenefit.synth import load_manifest
 
     manifest = load_manifest(cohort_dir)
     scans, labels, groups = [], [], []
@@ -113,7 +113,7 @@ def main() -> None:
     print(f"default pretraining: {time.perf_counter() - started:.0f} s wall")
     print(pretrained.report.summary())
 
-    from icibenefit.training.synth import generate_cohort
+    from icibenefit.synth import generate_cohort
 
     with tempfile.TemporaryDirectory() as tmp:
         cohort_dir = Path(tmp) / "cohort"

@@ -108,7 +108,7 @@ def _tiny_case() -> tuple[Any, Any]:
 
 def main() -> None:
     """Generate one ``full`` patient, extract its baseline features, print the measurements."""
-    from icibenefit.training.synth import generate_cohort
+    from icibenefit.synth import generate_cohort
 
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         out = Path(tmp)

@@ -6,7 +6,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from icibenefit.training.synth import generate_cohort
+from icibenefit.synth import generate_cohort
 
 SMALL_TARGET_SECONDS = 60.0
 

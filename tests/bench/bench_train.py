@@ -23,7 +23,7 @@ SEED = 1
 
 
 def _cohort(root: Path) -> Path:
-    from icibenefit.training.synth import generate_cohort
+    from icibenefit.synth import generate_cohort
 
     cohort = root / f"cohort-{PATIENTS}-seed{SEED}"
     if not (cohort / "manifest.json").is_file():

@@ -32,7 +32,7 @@ def generate(
     survival_scale: float | None = None,
 ) -> Path:
     """Generate a cohort into ``out_dir`` and return it (imports lazily: heavy deps)."""
-    from icibenefit.training.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
+    from icibenefit.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
 
     generate_cohort(
         out_dir,

@@ -2,7 +2,7 @@
 
 One factory for every area: the listener tests only need well-formed objects
 with known UIDs and bytes, the pipeline tests exact geometry, the reporting
-tests stable UIDs.  The synthetic cohort (``icibenefit.training.synth``)
+tests stable UIDs.  The synthetic cohort (``icibenefit.synth``)
 writes whole studies; these make single objects with just what a test needs.
 """
 

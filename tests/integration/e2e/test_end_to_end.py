@@ -42,7 +42,7 @@ ICIBENEFIT = str(Path(sys.executable).with_name("icibenefit"))
 
 def _patients(cohort: Path, count: int = 3) -> list:
     """Patients with a segmented baseline and follow-up; an RTSTRUCT one when available."""
-    from icibenefit.training.synth import load_manifest
+    from icibenefit.synth import load_manifest
 
     manifest = load_manifest(cohort)
     usable = [

@@ -30,9 +30,9 @@ from sklearn.metrics import brier_score_loss
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
+from icibenefit.synth import LONG_SURVIVAL_SCALE
 from icibenefit.training.dataset import endpoint_label, load_cohort
 from icibenefit.training.recipes import load_recipe
-from icibenefit.training.synth import LONG_SURVIVAL_SCALE
 
 pytestmark = pytest.mark.integration
 
@@ -195,7 +195,7 @@ def test_service_predicts_and_reports_the_four_endpoints(
     """``icibenefit predict`` and the listener's processor give the training's probabilities."""
     from icibenefit.reporting.processor import build_processor
     from icibenefit.reporting.sr import read_probabilities
-    from icibenefit.training.synth import load_manifest
+    from icibenefit.synth import load_manifest
 
     cohort, bundle, report = trained
     served = pd.read_csv(report / "served_predictions.csv", dtype={"patient_id": str})

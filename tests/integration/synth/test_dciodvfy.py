@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from icibenefit.training.synth import load_manifest
+from icibenefit.synth import load_manifest
 
 pytestmark = pytest.mark.integration
 

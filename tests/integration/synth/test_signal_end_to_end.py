@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from icibenefit.domain import LabTimepoint
-from icibenefit.training.synth import load_manifest
+from icibenefit.synth import load_manifest
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from icibenefit.fhir.client import FhirClient
 from icibenefit.fhir.surgery import performed_last_day, previous_surgery
 from icibenefit.fhir.timeline import build_clinical_record
 from icibenefit.fhir.treatment import TreatmentStart
-from icibenefit.training.synth.fhir_resources import PROCEDURE_CODES
+from icibenefit.synth.fhir_resources import PROCEDURE_CODES
 
 BASE = "https://ehr.example.org/fhir"
 PNEUMONECTOMY = {"system": s.SNOMED, "code": "49795001", "display": "Total pneumonectomy"}

@@ -14,7 +14,7 @@ from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.patches import tumour_patch
 from icibenefit.pipeline.segmentation import load_tumour_mask
 from icibenefit.pipeline.timeline import build_timeline, records_from_headers
-from icibenefit.training.synth import load_manifest
+from icibenefit.synth import load_manifest
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from icibenefit.domain import ENDPOINTS
+from icibenefit.training.cohort_manifest import Outcomes
 from icibenefit.training.dataset import endpoint_label
-from icibenefit.training.synth.manifest import Outcomes
 
 
 def _outcomes(pfs: float, pfs_event: bool, os: float, os_event: bool) -> Outcomes:

@@ -19,9 +19,9 @@ from lifelines import CoxPHFitter
 from scipy.stats import chi2
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from icibenefit.training.cohort_manifest import Outcomes
 from icibenefit.training.nested_cv import NestedEndpoint, outer_folds
 from icibenefit.training.nested_report import write_nested_report
-from icibenefit.training.synth.manifest import Outcomes
 
 
 def textbook_hosmer_lemeshow(y: np.ndarray, p: np.ndarray, g: int = 10) -> tuple[float, float]:

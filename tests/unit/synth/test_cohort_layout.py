@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 from icibenefit.domain import Analyte, LabTimepoint
-from icibenefit.training.synth import load_manifest
-from icibenefit.training.synth.anatomy import LUNG_HU
+from icibenefit.synth import load_manifest
+from icibenefit.synth.anatomy import LUNG_HU
 
 
 def _ct(cohort: Path, ct_dir: str) -> list[pydicom.Dataset]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from icibenefit.training.synth import generate_cohort, load_manifest
+from icibenefit.synth import generate_cohort, load_manifest
 
 
 def _generate(root: Path, n_patients: int, seed: int) -> Path:

@@ -12,8 +12,8 @@ import pydicom
 from fhir.resources.R4B import get_fhir_model_class
 
 from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
-from icibenefit.training.synth import load_manifest
-from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
+from icibenefit.synth import load_manifest
+from icibenefit.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
 
 #: UCUM unit -> factor such that canonical = value / factor (an independent table on purpose).
 TO_CANONICAL = {"10*9/L": 1, "10*3/uL": 1, "/uL": 1000, "g/dL": 1, "g/L": 10, "U/L": 1}

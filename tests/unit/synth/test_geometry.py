@@ -10,7 +10,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
-from icibenefit.training.synth import load_manifest
+from icibenefit.synth import load_manifest
 
 
 def _read_series(directory: Path) -> sitk.Image:

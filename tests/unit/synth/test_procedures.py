@@ -11,14 +11,14 @@ from typing import Any
 import numpy as np
 from fhir.resources.R4B.procedure import Procedure
 
-from icibenefit.training.synth import load_manifest
-from icibenefit.training.synth.clinical import (
+from icibenefit.synth import load_manifest
+from icibenefit.synth.clinical import (
     THORACIC_PROCEDURES,
     draw_clinical,
     draw_procedures,
 )
-from icibenefit.training.synth.fhir_resources import PROCEDURE_CODES
-from icibenefit.training.synth.outcomes import MONTH_DAYS, draw_course
+from icibenefit.synth.fhir_resources import PROCEDURE_CODES
+from icibenefit.synth.outcomes import MONTH_DAYS, draw_course
 
 SNOMED = "http://snomed.info/sct"
 THORACIC_CODES = {PROCEDURE_CODES[kind][0] for kind in THORACIC_PROCEDURES}

@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 from skimage.draw import polygon
 
-from icibenefit.training.synth import load_manifest
-from icibenefit.training.synth.anatomy import LUNG_HU
+from icibenefit.synth import load_manifest
+from icibenefit.synth.anatomy import LUNG_HU
 
 
 def test_rtstruct_references_resolve_and_contours_cover_tumour(small_cohort: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from icibenefit.training.synth.outcomes import MONTH_DAYS, draw_course
+from icibenefit.synth.outcomes import MONTH_DAYS, draw_course
 
 
 def _simulate(signal: float, n: int = 400) -> dict[str, np.ndarray]:

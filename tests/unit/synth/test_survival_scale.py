@@ -12,14 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
-from icibenefit.training.synth import (
+from icibenefit.synth import (
     DEFAULT_SURVIVAL_SCALE,
     LONG_SURVIVAL_SCALE,
     Outcomes,
     generate_cohort,
     load_manifest,
 )
-from icibenefit.training.synth.outcomes import draw_course
+from icibenefit.synth.outcomes import draw_course
 
 N_DRAWS = 400
 

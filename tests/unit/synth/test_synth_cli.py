@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
-from icibenefit.training.synth import load_manifest
+from icibenefit.synth import load_manifest
 
 
 def test_synth_cohort_writes_a_cohort(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 from icibenefit.domain import ClinicalRecord
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.pipeline.timeline import TimelineRules
+from icibenefit.training.cohort_manifest import Outcomes
 from icibenefit.training.dataset import Cohort, CohortPatient
 from icibenefit.training.deep_features import CnnBudget, _pretrained
 from icibenefit.training.features import extract
-from icibenefit.training.synth.manifest import Outcomes
 from tests.peers.dicom_objects import ct_series, seg_from_mask, sphere_hu
 
 

@@ -16,11 +16,11 @@ from icibenefit.pipeline.predictor import (
     TimepointFeatures,
     source_vector,
 )
+from icibenefit.training.cohort_manifest import Outcomes
 from icibenefit.training.dataset import endpoint_label, holdout_split
 from icibenefit.training.delta_bounds import learn_delta_bounds
 from icibenefit.training.models import build_pipeline, positive_probability, tune_model
 from icibenefit.training.recipes import Recipe, SearchSpace, available_recipes, load_recipe
-from icibenefit.training.synth.manifest import Outcomes
 
 T0 = dt.date(2024, 1, 10)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icibenefit.training.synth.manifest import Outcomes
+from icibenefit.training.cohort_manifest import Outcomes
 
 #: Days per month used for every month <-> day conversion (365.25 / 12).
 MONTH_DAYS = 30.4375

@@ -22,31 +22,24 @@ import numpy as np
 from icibenefit import __version__
 from icibenefit.domain import Analyte, LabTimepoint
 from icibenefit.privacy import pseudonymize
-from icibenefit.training.synth.anatomy import Anatomy, draw_anatomy
-from icibenefit.training.synth.clinical import ClinicalDraw, draw_clinical, draw_procedures
-from icibenefit.training.synth.ct import (
+from icibenefit.synth.anatomy import Anatomy, draw_anatomy
+from icibenefit.synth.clinical import ClinicalDraw, draw_clinical, draw_procedures
+from icibenefit.synth.ct import (
     PatientInfo,
     StudyInfo,
     build_ct_slices,
     derive_uid,
     write_series,
 )
-from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM, patient_resources
-from icibenefit.training.synth.manifest import (
-    MANIFEST_NAME,
-    CohortManifest,
-    PatientEntry,
-    SegmentationEntry,
-    TimepointEntry,
-)
-from icibenefit.training.synth.outcomes import (
+from icibenefit.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM, patient_resources
+from icibenefit.synth.outcomes import (
     DEFAULT_SIGNAL,
     DEFAULT_SURVIVAL_SCALE,
     MONTH_DAYS,
     ResponseCourse,
     draw_course,
 )
-from icibenefit.training.synth.phantom import (
+from icibenefit.synth.phantom import (
     Grid,
     TumourAppearance,
     TumourShape,
@@ -55,8 +48,15 @@ from icibenefit.training.synth.phantom import (
     render_volume,
     tumour_mask,
 )
-from icibenefit.training.synth.rtstruct import build_rtstruct
-from icibenefit.training.synth.segmentation import SEGMENT_LABEL, build_seg
+from icibenefit.synth.rtstruct import build_rtstruct
+from icibenefit.synth.segmentation import SEGMENT_LABEL, build_seg
+from icibenefit.training.cohort_manifest import (
+    MANIFEST_NAME,
+    CohortManifest,
+    PatientEntry,
+    SegmentationEntry,
+    TimepointEntry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def generate_cohort(
         )
     _write_csv(root / "clinical.csv", csv_rows)
     manifest = CohortManifest(
-        generator=f"icibenefit.training.synth {__version__}",
+        generator=f"icibenefit.synth {__version__}",
         seed=seed,
         size=size,
         signal=signal,

@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from icibenefit.training.synth.anatomy import LUNG_HU, Anatomy, anatomy_slice
+from icibenefit.synth.anatomy import LUNG_HU, Anatomy, anatomy_slice
 
 #: In-plane point-spread function of the scanner (Gaussian sigma, mm).
 _PSF_SIGMA_MM = 0.8

@@ -18,7 +18,7 @@ Conventions a consumer can rely on (all deterministic for a given seed):
   outside the 30-day baseline window, which a correct client ignores.
   Datetimes carry a fixed +01:00 offset.
 * Units: canonical values (``CANONICAL_UNIT``) are rounded to
-  :data:`~icibenefit.training.synth.clinical.CANONICAL_DECIMALS`; a patient's
+  :data:`~icibenefit.synth.clinical.CANONICAL_DECIMALS`; a patient's
   laboratory reports either canonical units, ``10*3/uL`` (x1), or ``/uL``
   (x1000) with ``g/L`` (x10) -- so ``reported / factor`` equals the record's
   value exactly.  No mmol/L haemoglobin or % differentials.
@@ -37,19 +37,19 @@ Conventions a consumer can rely on (all deterministic for a given seed):
   cohort (seed 2's) -- see :mod:`.outcomes`.
 """
 
-from icibenefit.training.synth.cohort import generate_cohort
-from icibenefit.training.synth.manifest import (
+from icibenefit.synth.cohort import generate_cohort
+from icibenefit.synth.outcomes import (
+    DEFAULT_SIGNAL,
+    DEFAULT_SURVIVAL_SCALE,
+    LONG_SURVIVAL_SCALE,
+)
+from icibenefit.training.cohort_manifest import (
     CohortManifest,
     Outcomes,
     PatientEntry,
     SegmentationEntry,
     TimepointEntry,
     load_manifest,
-)
-from icibenefit.training.synth.outcomes import (
-    DEFAULT_SIGNAL,
-    DEFAULT_SURVIVAL_SCALE,
-    LONG_SURVIVAL_SCALE,
 )
 
 __all__ = [

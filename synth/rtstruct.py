@@ -19,8 +19,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage
 from skimage import measure
 
-from icibenefit.training.synth.ct import MANUFACTURER, SOFTWARE_VERSION
-from icibenefit.training.synth.segmentation import SEGMENT_LABEL
+from icibenefit.synth.ct import MANUFACTURER, SOFTWARE_VERSION
+from icibenefit.synth.segmentation import SEGMENT_LABEL
 
 #: Retired "Detached Study Management" SOP class: the value PS3.3 C.8.8.5 and
 #: every treatment-planning system put in RT Referenced Study Sequence.

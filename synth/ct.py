@@ -19,7 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from icibenefit.training.synth.phantom import Grid
+from icibenefit.synth.phantom import Grid
 
 #: Manufacturer written in every synthetic object, so nobody mistakes it for a scan.
 MANUFACTURER = "icibenefit synthetic phantom"

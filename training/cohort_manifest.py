@@ -3,7 +3,9 @@
 The layout is a contract between engineers (see the "Synthetic cohort layout"
 section of the team brief), so it is a strict pydantic model: a consumer that
 loads a manifest written by another version of the generator fails loudly on
-an unexpected key instead of silently reading the wrong thing.
+an unexpected key instead of silently reading the wrong thing.  The
+generator (:mod:`icibenefit.synth`) writes it and training reads it; it lives
+in training because the generator may depend on training, never the reverse.
 """
 
 from __future__ import annotations

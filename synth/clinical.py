@@ -25,7 +25,7 @@ from icibenefit.domain import (
     LabTimepoint,
     LabValue,
 )
-from icibenefit.training.synth.outcomes import MONTH_DAYS, ResponseCourse
+from icibenefit.synth.outcomes import MONTH_DAYS, ResponseCourse
 
 #: Clock of the (synthetic) hospital: a fixed offset, so datetimes carry a zone
 #: but never depend on daylight-saving rules.

@@ -20,7 +20,7 @@ from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
 from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
-from icibenefit.training.synth.clinical import HOSPITAL_TZ, ClinicalDraw, ReportedLab
+from icibenefit.synth.clinical import HOSPITAL_TZ, ClinicalDraw, ReportedLab
 
 #: Default Patient.identifier system carrying the DICOM PatientID.
 DEFAULT_IDENTIFIER_SYSTEM = "urn:icibenefit:synthetic:mrn"

@@ -48,8 +48,8 @@ def synth_cohort(
     ] = None,
 ) -> None:
     """Generate a synthetic cohort (DICOM CT + SEG/RTSTRUCT, FHIR NDJSON, CSV, manifest)."""
-    from icibenefit.training.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
-    from icibenefit.training.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
+    from icibenefit.synth import DEFAULT_SIGNAL, DEFAULT_SURVIVAL_SCALE, generate_cohort
+    from icibenefit.synth.fhir_resources import DEFAULT_IDENTIFIER_SYSTEM
 
     if size not in ("small", "full"):
         raise typer.BadParameter("must be 'small' or 'full'", param_hint="--size")

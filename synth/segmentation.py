@@ -10,7 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.valuerep import DA, TM
 
-from icibenefit.training.synth.ct import MANUFACTURER, SOFTWARE_VERSION, derive_uid
+from icibenefit.synth.ct import MANUFACTURER, SOFTWARE_VERSION, derive_uid
 
 #: The label every synthetic tumour segment (and RTSTRUCT ROI) carries.
 SEGMENT_LABEL = "Tumour"
