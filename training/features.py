@@ -32,8 +32,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import SimpleITK as sitk
+
 from icibenefit.domain import ImagingTimepoint
 from icibenefit.errors import TrainingError
+from icibenefit.pipeline.images import load_ct_volume
 from icibenefit.pipeline.inference import (
     ImagingSettings,
     PlannedTimepoint,
@@ -42,7 +45,9 @@ from icibenefit.pipeline.inference import (
     plan_timepoints,
     timepoint_outcome,
 )
+from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.predictor import PatientFeatures, TimepointFeatures
+from icibenefit.pipeline.radiomics_features import PRODUCT_PARAMS, load_params, params_digest
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.training.dataset import Cohort
 from icibenefit.training.deep_features import (
@@ -161,12 +166,6 @@ def extract(
     """
     spec = imaging or ImagingSpec()
     rules = rules or PipelineRules()
-    import SimpleITK as sitk
-
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.normalization import IntensityNormalizer
-    from icibenefit.pipeline.radiomics_features import PRODUCT_PARAMS, load_params, params_digest
-
     plans: dict[str, list[PlannedTimepoint]] = {}
     decisions: dict[str, list[str]] = {}
     for patient in cohort.patients:

@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 from sklearn.model_selection import StratifiedKFold
 
 from icibenefit.errors import TrainingError
+from icibenefit.pipeline.predictor import ModelCatalogue
 from icibenefit.training.models import positive_probability, tune_model
 from icibenefit.training.recipes import ensemble_name, model_name
 
@@ -267,8 +268,6 @@ def deployable(
     TrainingError
         When no endpoint can be served.
     """
-    from icibenefit.pipeline.predictor import ModelCatalogue
-
     served = tuple(
         e
         for e in recipe.endpoints

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from icibenefit.errors import IciBenefitError, TrainingError
+from icibenefit.pipeline.images import load_ct_volume
 from icibenefit.pipeline.inference import PlannedTimepoint
+from icibenefit.pipeline.radiomics_features import extract_radiomics
+from icibenefit.pipeline.segmentation import load_tumour_mask
+from icibenefit.training.robustness import (
+    PerturbationConfig,
+    perturbed_features,
+    select_robust_features,
+)
 from icibenefit.training.timepoint_jobs import run_parallel, timepoint_cache_key
 
 logger = logging.getLogger(__name__)
@@ -42,11 +50,6 @@ def robustness_table(
             cache_file.read_text(encoding="utf-8")
         )
         return table
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.radiomics_features import extract_radiomics
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-    from icibenefit.training.robustness import PerturbationConfig, perturbed_features
-
     try:
         ct = load_ct_volume(planned.ct_files)
         mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)
@@ -75,8 +78,6 @@ def select_robust_radiomics(
     cache_dir: Path | None,
 ) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Radiomics features with ICC(3,1) >= threshold under perturbation of training CTs."""
-    from icibenefit.training.robustness import select_robust_features
-
     robust_scans = [plan[0] for pid, plan in sorted(plans.items()) if plan and pid not in test_ids]
     tables = run_parallel(
         robustness_table,

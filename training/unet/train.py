@@ -24,7 +24,14 @@ from numpy.typing import NDArray
 from torch.nn import functional
 
 from icibenefit.errors import TrainingError
-from icibenefit.pipeline.unet import INPUT_SHAPE, UNet25D
+from icibenefit.pipeline.unet import (
+    INPUT_SHAPE,
+    LAYER_TABLE,
+    N_DEEP_FEATURES,
+    PATCH_PIXELS,
+    PATCH_SIDE_MM,
+    UNet25D,
+)
 from icibenefit.training.cnn.loop import augment, deterministic_torch
 
 DICE_SMOOTH = 1.0
@@ -146,13 +153,6 @@ def unet_manifest_entry(
     config: UNetConfig, history: UNetHistory, n_patches: int, seed: int
 ) -> dict[str, Any]:
     """The UNET's part of a bundle manifest (``extra["unet"]``)."""
-    from icibenefit.pipeline.unet import (
-        LAYER_TABLE,
-        N_DEEP_FEATURES,
-        PATCH_PIXELS,
-        PATCH_SIDE_MM,
-    )
-
     return {
         "architecture": "2.5D UNET (icibenefit.pipeline.unet)",
         "tensors": UNET_TENSORS,
