@@ -6,10 +6,12 @@ files: it plans the patient's CT timepoints under the clinical rules
 (:func:`plan_timepoints`), loads each CT and tumour mask and computes its
 radiomics, DF-imm and UNET features with the bundle's learned preprocessing
 (:func:`timepoint_features`), and opens, verifies and wraps a bundle
-(:func:`open_bundle`).  Training runs the same :func:`plan_timepoints` and
-:func:`timepoint_features` for every cohort patient
-(:mod:`icibenefit.training.features`), so training and inference compute
-features along one path.
+(:func:`open_bundle`).  Training runs the same :func:`plan_timepoints`,
+:func:`timepoint_features` and :func:`kept_timepoints` for every cohort
+patient, so training and inference compute features along one path.  This
+module never imports training: the networks, their feature extraction and the
+explanations it serves are inference's own (:mod:`icibenefit.pipeline.deep`,
+:mod:`icibenefit.pipeline.unet`, :mod:`icibenefit.pipeline.explain`).
 """
 
 from __future__ import annotations

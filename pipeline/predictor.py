@@ -1,8 +1,8 @@
 """A patient's features and fitted models -> a typed :class:`~icibenefit.domain.Prediction`.
 
 Training and inference share this module so that they cannot drift apart:
-training (``icibenefit.training``) builds its design matrices with
-:func:`source_vector` and its served probabilities with :class:`Predictor`,
+training builds its design matrices with :func:`source_vector` and its
+served probabilities with :class:`Predictor`,
 exactly as inference does for a new patient, so a patient scored by
 ``icibenefit predict`` gets the probability training computed for them (to
 floating-point identity).  Nothing here reads DICOM or a bundle: the models
