@@ -24,6 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from icibenefit.domain import ClinicalRecord, FeatureContribution, ImagingTimepoint, Prediction
+from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.predictor import (
     ModelCatalogue,
     PatientFeatures,
@@ -88,22 +89,6 @@ def plan_timepoints(
         for entry in timeline.entries
     ]
     return planned, list(timeline.decisions)
-
-
-def normalizer_from(statistics: Mapping[str, Any]) -> Any:
-    """The fitted :class:`~icibenefit.pipeline.normalization.IntensityNormalizer` of statistics.
-
-    The bundle keeps the HU statistics as numbers in its manifest (auditable,
-    no extra trusted type); JSON floats round-trip exactly, so training and
-    inference normalise with bit-identical parameters.
-    """
-    from icibenefit.pipeline.normalization import IntensityNormalizer
-
-    normalizer = IntensityNormalizer(float(statistics["clip_min"]), float(statistics["clip_max"]))
-    normalizer.mean_ = float(statistics["mean"])
-    normalizer.std_ = float(statistics["std"])
-    normalizer.n_voxels_seen_ = int(statistics["n_voxels"])
-    return normalizer
 
 
 @dataclass(frozen=True)
@@ -293,7 +278,7 @@ def open_bundle(
         network = load_network(bundle.tensors("cnn"))
     hu = manifest.preprocessing.get("hu")
     imaging = ImagingSettings(
-        normalizer=None if hu is None else normalizer_from(hu),
+        normalizer=None if hu is None else IntensityNormalizer.from_statistics(hu),
         radiomics_params=manifest.pyradiomics_params,
         radiomics_features=tuple(manifest.robust_features) or None,
         network=network,
