@@ -45,3 +45,25 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(
         durable.write_atomically(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_replace_durably_renames_a_folder_and_fsyncs_both_parents(
+    tmp_path: Path, monkeypatch
+) -> None:
+    staging = tmp_path / "staging" / ".bundle.tmp"
+    staging.mkdir(parents=True)
+    (staging / "manifest.json").write_bytes(b"{}")
+    target = tmp_path / "bundles" / "model-1"
+    target.parent.mkdir()
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(durable.os, "fsync", recording_fsync)
+    durable.replace_durably(staging, target)
+    assert (target / "manifest.json").read_bytes() == b"{}"
+    assert not staging.exists()
+    assert synced == [str(target.parent), str(staging.parent)]
