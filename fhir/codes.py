@@ -7,21 +7,19 @@ instead of a code (agent names, histology), a text match is the fallback.
 
 from __future__ import annotations
 
-from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
+# The LOINC codes live in the one table of icibenefit.domain (core); they are
+# re-exported here so that the FHIR modules find all their terminology in one place.
+from icibenefit.domain import LOINC_BMI as LOINC_BMI
+from icibenefit.domain import LOINC_BY_ANALYTE, LOINC_SYSTEM, PERCENT_LOINC_BY_ANALYTE, Analyte
+from icibenefit.domain import LOINC_PDL1 as LOINC_PDL1
+from icibenefit.domain import LOINC_SMOKING_STATUS as LOINC_SMOKING_STATUS
 
-LOINC = "http://loinc.org"
+LOINC = LOINC_SYSTEM
 SNOMED = "http://snomed.info/sct"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 UCUM = "http://unitsofmeasure.org"
 CONDITION_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
-
-#: LOINC codes of differential counts reported as a percentage of the WBC.
-PERCENT_LOINC_BY_ANALYTE: dict[Analyte, str] = {
-    Analyte.NEUTROPHILS: "770-8",
-    Analyte.LYMPHOCYTES: "736-9",
-    Analyte.MONOCYTES: "5905-5",
-}
 
 #: Every LOINC code of a lab result we use -> its analyte.
 ANALYTE_BY_LOINC: dict[str, Analyte] = {
@@ -29,10 +27,6 @@ ANALYTE_BY_LOINC: dict[str, Analyte] = {
     **{code: analyte for analyte, code in PERCENT_LOINC_BY_ANALYTE.items()},
 }
 
-LOINC_SMOKING_STATUS = "72166-2"
-LOINC_BMI = "39156-5"
-#: PD-L1 by immune stain, tumour proportion score (22C3 and SP263 kits report the TPS).
-LOINC_PDL1 = ("85147-7", "83052-1", "85319-2")
 #: Distinguishes the PD-L1 Observation when a site uses a local code.
 PDL1_TEXT = ("pd-l1", "pdl1", "pd l1")
 

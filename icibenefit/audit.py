@@ -85,7 +85,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from icibenefit.durable import fsync_directory, write_atomically
+from icibenefit.durable import replace_durably, write_atomically
 from icibenefit.privacy import pseudonymize
 from icibenefit.settings import Settings
 
@@ -291,8 +291,7 @@ class AuditLog:
                     return None  # another process rotated it meanwhile
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
                 target = self.directory / f"audit-{stamp}.jsonl"
-                os.rename(self.path, target)
-                fsync_directory(self.directory)
+                replace_durably(self.path, target)
                 self._prune()
                 return target
             finally:

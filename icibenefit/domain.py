@@ -82,6 +82,13 @@ class Analyte(StrEnum):
     LDH = "ldh"
 
 
+# The one LOINC table of the project: the FHIR client derives its code -> analyte
+# lookup from it (icibenefit.fhir.codes) and the synthetic cohort writes it.
+
+#: Code system URI of LOINC.
+LOINC_SYSTEM = "http://loinc.org"
+
+#: LOINC code of each analyte as the model uses it (absolute counts, concentrations).
 LOINC_BY_ANALYTE: dict[Analyte, str] = {
     Analyte.WBC: "6690-2",
     Analyte.NEUTROPHILS: "751-8",
@@ -92,6 +99,18 @@ LOINC_BY_ANALYTE: dict[Analyte, str] = {
     Analyte.ALBUMIN: "1751-7",
     Analyte.LDH: "2532-0",
 }
+
+#: LOINC codes of differential counts reported as a percentage of the WBC.
+PERCENT_LOINC_BY_ANALYTE: dict[Analyte, str] = {
+    Analyte.NEUTROPHILS: "770-8",
+    Analyte.LYMPHOCYTES: "736-9",
+    Analyte.MONOCYTES: "5905-5",
+}
+
+LOINC_SMOKING_STATUS = "72166-2"
+LOINC_BMI = "39156-5"
+#: PD-L1 by immune stain, tumour proportion score (22C3 and SP263 kits report the TPS).
+LOINC_PDL1 = ("85147-7", "83052-1", "85319-2")
 
 #: Canonical UCUM unit each analyte is normalised to.
 CANONICAL_UNIT: dict[Analyte, str] = {

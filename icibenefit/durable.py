@@ -4,7 +4,9 @@ A file that the service acknowledges, sends or points to must survive a
 crash or power loss whole or not at all: write a temporary file in the same
 directory, fsync it, rename it over the target (atomic on POSIX) and fsync
 the directory so the rename itself is durable.  The last step is the one
-hand-written code forgets; it lives here once.
+hand-written code forgets; it lives here once, in :func:`replace_durably`,
+which also serves renames that are not file writes: a staged model bundle
+folder moved into place, an audit log rotated aside.
 
 Libraries checked: ``atomicwrites`` (archived by its author in 2022) and the
 standard library (``tempfile``/``os.replace`` do not fsync the directory).
@@ -26,6 +28,21 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def replace_durably(source: Path | str, target: Path) -> None:
+    """Rename ``source`` (a file or a folder) to ``target`` and make the rename durable.
+
+    The rename is atomic on POSIX when both are on one file system (callers
+    stage next to the target for that): readers see the old name or the new
+    one, never a part.  The folders holding both names are fsync'd, so after a
+    crash the rename has either happened or not.
+    """
+    source = Path(source)
+    os.replace(source, target)
+    fsync_directory(target.parent)
+    if os.path.abspath(source.parent) != os.path.abspath(target.parent):
+        fsync_directory(source.parent)  # the old name's removal, when it was elsewhere
+
+
 def write_atomically(target: Path, data: bytes) -> None:
     """Replace ``target`` by ``data``: readers see the old or the new file, never a part.
 
@@ -39,8 +56,8 @@ def write_atomically(target: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp_name, target)
+        replace_durably(temp_name, target)
     except BaseException:
+        # A no-op once the rename happened (only the directory fsync failed).
         Path(temp_name).unlink(missing_ok=True)
         raise
-    fsync_directory(target.parent)

@@ -27,8 +27,10 @@ from collections import Counter
 from functools import partial
 from typing import Any
 
+from pydicom import uid
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from icibenefit import audit
@@ -37,32 +39,35 @@ from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERIFICATION = "1.2.840.10008.1.1"
+#: Storage SOP classes accepted -> their name (pydicom's UID dictionary).
 STORAGE_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
-    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
-    "1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
-    "1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR Storage",
-    "1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
-    "1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
-    "1.2.840.10008.5.1.4.1.1.88.34": "Comprehensive 3D SR Storage",
-    "1.2.840.10008.5.1.4.1.1.88.35": "Extensible SR Storage",
+    sop_class: sop_class.name
+    for sop_class in (
+        uid.CTImageStorage,
+        uid.EnhancedCTImageStorage,
+        uid.SegmentationStorage,
+        uid.RTStructureSetStorage,
+        uid.BasicTextSRStorage,
+        uid.EnhancedSRStorage,
+        uid.ComprehensiveSRStorage,
+        uid.Comprehensive3DSRStorage,
+        uid.ExtensibleSRStorage,
+    )
 }
 TRANSFER_SYNTAXES: list[str] = [
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired, still sent by old modalities)
-    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
-    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
-    "1.2.840.10008.1.2.4.50",  # JPEG Baseline
-    "1.2.840.10008.1.2.4.51",  # JPEG Extended
-    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81",  # JPEG-LS Near-lossless
-    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91",  # JPEG 2000
-    "1.2.840.10008.1.2.5",  # RLE Lossless
+    uid.ExplicitVRLittleEndian,
+    uid.ImplicitVRLittleEndian,
+    uid.DeflatedExplicitVRLittleEndian,
+    uid.ExplicitVRBigEndian,  # retired, still sent by old modalities
+    uid.JPEGLosslessSV1,
+    uid.JPEGLossless,
+    uid.JPEGBaseline8Bit,
+    uid.JPEGExtended12Bit,
+    uid.JPEGLSLossless,
+    uid.JPEGLSNearLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEG2000,
+    uid.RLELossless,
 ]
 
 
@@ -168,7 +173,7 @@ class StorageScp:
         self.ae.require_called_aet = True
         self.ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
         self.ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA reads
-        self.ae.add_supported_context(VERIFICATION, TRANSFER_SYNTAXES[:3])
+        self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES[:3])
         for sop_class in STORAGE_SOP_CLASSES:
             self.ae.add_supported_context(sop_class, TRANSFER_SYNTAXES)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from icibenefit.durable import replace_durably
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.manifest import MEMBER_NAME, BundleManifest
 from icibenefit.model_store.trusted import TRUSTED_TYPES
@@ -154,7 +154,7 @@ class BundleWriter:
             (staging / MANIFEST_DIGEST_FILE).write_text(
                 hashlib.sha256(manifest_bytes).hexdigest() + "\n", encoding="utf-8"
             )
-            os.replace(staging, self.out_dir)
+            replace_durably(staging, self.out_dir)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -6,8 +6,10 @@ Layout::
     <store>/active.json                 {"active": id | null, "previous": [ids],
                                          "history": [{"action", "bundle", "at"}]}
 
-``active.json`` is replaced with :func:`os.replace`, so a reader (the service
-loading its model) sees either the old or the new pointer, never half a file.
+``active.json`` is replaced with :func:`~icibenefit.durable.write_atomically`, so a
+reader (the service loading its model) sees either the old or the new pointer,
+never half a file; a bundle is copied into a hidden staging folder and moved into
+place with :func:`~icibenefit.durable.replace_durably`.
 ``previous`` is the stack that :meth:`ModelStore.rollback` pops; ``history`` is
 the audit trail of every promotion and rollback.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from icibenefit import audit
-from icibenefit.durable import write_atomically
+from icibenefit.durable import replace_durably, write_atomically
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.bundle import ModelBundle, load_bundle, read_manifest, verify_bundle
 from icibenefit.model_store.manifest import BundleManifest
@@ -124,7 +125,7 @@ class ModelStore:
         try:
             shutil.copytree(bundle_dir, staging, dirs_exist_ok=True)
             verify_bundle(staging)
-            os.replace(staging, target)
+            replace_durably(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

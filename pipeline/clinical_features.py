@@ -52,6 +52,7 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.cluster import KMeans
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from icibenefit.domain import Analyte, ClinicalRecord, LabPanel, LabTimepoint
@@ -277,16 +278,29 @@ class KMeansImputer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_clusters: int = 5, n_iter: int = 3, random_state: int = 0) -> None:
-        if n_clusters < 1:
-            raise ValueError("n_clusters must be >= 1")
-        if n_iter < 1:
-            raise ValueError("n_iter must be >= 1")
+        # scikit-learn's contract: store only; ``fit`` validates (so ``set_params`` is checked too).
         self.n_clusters = n_clusters
         self.n_iter = n_iter
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Tags:
+        """Missing values (``nan``) are what this estimator exists for."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
     def fit(self, X: NDArray[np.float64], y: object = None) -> KMeansImputer:
-        """Learn the standardisation and the centroids from training data."""
+        """Learn the standardisation and the centroids from training data.
+
+        Raises
+        ------
+        ValueError
+            When ``n_clusters`` or ``n_iter`` is below 1.
+        """
+        if self.n_clusters < 1:
+            raise ValueError("n_clusters must be >= 1")
+        if self.n_iter < 1:
+            raise ValueError("n_iter must be >= 1")
         data = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
         self.n_features_in_ = data.shape[1]
         with warnings.catch_warnings():
@@ -313,7 +327,10 @@ class KMeansImputer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "cluster_centers_")
         data = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
         if data.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected {self.n_features_in_} features, got {data.shape[1]}")
+            raise ValueError(
+                f"X has {data.shape[1]} features, but KMeansImputer is expecting "
+                f"{self.n_features_in_} features as input"
+            )
         standard = (data - self.mean_) / self.scale_
         missing = np.isnan(standard)
         if not missing.any():

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_is_fitted
 
 DELTA_EPS = 1e-6
@@ -66,13 +67,26 @@ class DeltaClipper(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, lower_percentile: float = 1.0, upper_percentile: float = 99.0) -> None:
-        if not 0.0 <= lower_percentile < upper_percentile <= 100.0:
-            raise ValueError("need 0 <= lower_percentile < upper_percentile <= 100")
+        # scikit-learn's contract: store only; ``fit`` validates (so ``set_params`` is checked too).
         self.lower_percentile = lower_percentile
         self.upper_percentile = upper_percentile
 
+    def __sklearn_tags__(self) -> Tags:
+        """``nan`` deltas are accepted (passed through, left to the model's imputer)."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
     def fit(self, X: ArrayLike, y: Any = None) -> DeltaClipper:
-        """Learn the per-column bounds from training deltas."""
+        """Learn the per-column bounds from training deltas.
+
+        Raises
+        ------
+        ValueError
+            When the percentiles are not ``0 <= lower < upper <= 100``.
+        """
+        if not 0.0 <= self.lower_percentile < self.upper_percentile <= 100.0:
+            raise ValueError("need 0 <= lower_percentile < upper_percentile <= 100")
         matrix = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
         self.n_features_in_ = matrix.shape[1]
         self.lower_ = np.full(matrix.shape[1], np.nan)
@@ -90,7 +104,10 @@ class DeltaClipper(TransformerMixin, BaseEstimator):
         check_is_fitted(self, ("lower_", "upper_"))
         matrix = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan", copy=True)
         if matrix.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected {self.n_features_in_} delta columns, got {matrix.shape[1]}")
+            raise ValueError(
+                f"X has {matrix.shape[1]} features, but DeltaClipper is expecting "
+                f"{self.n_features_in_} features as input (the delta columns seen in fit)"
+            )
         lower = np.where(np.isnan(self.lower_), -np.inf, self.lower_)
         upper = np.where(np.isnan(self.upper_), np.inf, self.upper_)
         return np.where(np.isnan(matrix), np.nan, np.clip(matrix, lower, upper))

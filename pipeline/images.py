@@ -43,8 +43,6 @@ from pydicom.pixels import apply_modality_lut
 
 from icibenefit.errors import DicomInputError, GeometryError
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-
 #: |normal . z| above this counts as axial (allows gantry-tilted axials up to ~25 degrees).
 AXIAL_COSINE = 0.9
 

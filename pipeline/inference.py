@@ -31,6 +31,7 @@ from icibenefit.errors import IciBenefitError, ModelBundleError, TimelineError
 from icibenefit.model_store.bundle import load_bundle
 from icibenefit.pipeline.explain import shap_values, top_features
 from icibenefit.pipeline.images import load_ct_volume
+from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.patches import tumour_patch
 from icibenefit.pipeline.predictor import (
     ModelCatalogue,
@@ -133,22 +134,6 @@ def plan_timepoints(
         return [], [str(exc)]
     planned = [PlannedTimepoint.from_entry(entry) for entry in timeline.entries]
     return planned, list(timeline.decisions)
-
-
-def normalizer_from(statistics: Mapping[str, Any]) -> Any:
-    """The fitted :class:`~icibenefit.pipeline.normalization.IntensityNormalizer` of statistics.
-
-    The bundle keeps the HU statistics as numbers in its manifest (auditable,
-    no extra trusted type); JSON floats round-trip exactly, so training and
-    inference normalise with bit-identical parameters.
-    """
-    from icibenefit.pipeline.normalization import IntensityNormalizer
-
-    normalizer = IntensityNormalizer(float(statistics["clip_min"]), float(statistics["clip_max"]))
-    normalizer.mean_ = float(statistics["mean"])
-    normalizer.std_ = float(statistics["std"])
-    normalizer.n_voxels_seen_ = int(statistics["n_voxels"])
-    return normalizer
 
 
 @dataclass(frozen=True)
@@ -339,7 +324,7 @@ def open_bundle(
         network = load_network(bundle.tensors("cnn"))
     hu = manifest.preprocessing.get("hu")
     imaging = ImagingSettings(
-        normalizer=None if hu is None else normalizer_from(hu),
+        normalizer=None if hu is None else IntensityNormalizer.from_statistics(hu),
         radiomics_params=manifest.pyradiomics_params,
         radiomics_features=tuple(manifest.robust_features) or None,
         network=network,

@@ -8,7 +8,7 @@ is normalised the same way whatever else is in the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,7 @@ class IntensityNormalizer(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, clip_min: float = HU_CLIP_MIN, clip_max: float = HU_CLIP_MAX) -> None:
-        if not clip_min < clip_max:
-            raise ValueError(f"clip_min ({clip_min}) must be below clip_max ({clip_max})")
+        # scikit-learn's contract: store only; ``fit`` validates (so ``set_params`` is checked too).
         self.clip_min = clip_min
         self.clip_max = clip_max
 
@@ -50,7 +49,14 @@ class IntensityNormalizer(TransformerMixin, BaseEstimator):
         (e.g. a generator yielding one training CT at a time); the statistics
         are pooled over all voxels in float64 running sums, so CTs are never
         concatenated or held together.
+
+        Raises
+        ------
+        ValueError
+            When ``clip_min >= clip_max``, fewer than two voxels are given, or
+            the clipped intensities are constant.
         """
+        self._check_clip()
         # Iterated lazily: a generator of whole CTs is never held in memory at once.
         arrays: Iterable[ArrayLike] = [X] if isinstance(X, np.ndarray) else X  # type: ignore[assignment]
         count, total, squares = 0, 0.0, 0.0
@@ -63,11 +69,57 @@ class IntensityNormalizer(TransformerMixin, BaseEstimator):
             raise ValueError("IntensityNormalizer needs at least two voxels to fit")
         mean = total / count
         variance = max(squares / count - mean * mean, 0.0)
-        if variance <= 0.0:
+        return self._learn(mean, float(np.sqrt(variance)), count)
+
+    def statistics(self) -> dict[str, float | int]:
+        """The fitted parameters as plain numbers, as a model bundle's manifest stores them.
+
+        Keys ``clip_min``, ``clip_max``, ``mean``, ``std``, ``n_voxels``; JSON
+        floats round-trip exactly, so :meth:`from_statistics` rebuilds a
+        normaliser with bit-identical parameters.
+        """
+        check_is_fitted(self, ("mean_", "std_"))
+        return {
+            "clip_min": self.clip_min,
+            "clip_max": self.clip_max,
+            "mean": self.mean_,
+            "std": self.std_,
+            "n_voxels": self.n_voxels_seen_,
+        }
+
+    @classmethod
+    def from_statistics(cls, statistics: Mapping[str, float | int]) -> IntensityNormalizer:
+        """The fitted normaliser whose parameters are ``statistics`` (see :meth:`statistics`).
+
+        This is how inference restores the normaliser of a model bundle: the
+        bundle keeps the HU statistics as numbers in its manifest (auditable, no
+        extra trusted type to unpickle), and they are checked by the same rules
+        as in :meth:`fit` before being set.
+
+        Raises
+        ------
+        KeyError
+            When a key is missing.
+        ValueError
+            When ``clip_min >= clip_max`` or the stored ``std`` is not positive.
+        """
+        normalizer = cls(float(statistics["clip_min"]), float(statistics["clip_max"]))
+        normalizer._check_clip()
+        return normalizer._learn(
+            float(statistics["mean"]), float(statistics["std"]), int(statistics["n_voxels"])
+        )
+
+    def _check_clip(self) -> None:
+        if not self.clip_min < self.clip_max:
+            raise ValueError(f"clip_min ({self.clip_min}) must be below clip_max ({self.clip_max})")
+
+    def _learn(self, mean: float, std: float, n_voxels: int) -> IntensityNormalizer:
+        """Set the fitted attributes, refusing statistics that cannot z-score."""
+        if not std > 0.0:
             raise ValueError("training intensities are constant: cannot z-score")
         self.mean_ = mean
-        self.std_ = float(np.sqrt(variance))
-        self.n_voxels_seen_ = count
+        self.std_ = std
+        self.n_voxels_seen_ = n_voxels
         return self
 
     def transform(self, X: ArrayLike) -> np.ndarray:

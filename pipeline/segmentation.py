@@ -31,13 +31,11 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
+from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 from skimage.draw import polygon as fill_polygon
 
 from icibenefit.errors import DicomInputError, GeometryError
 from icibenefit.pipeline.images import CtVolume
-
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
 #: Labels taken as "the primary tumour" when several segments exist.
 DEFAULT_PRIMARY_LABELS: tuple[str, ...] = (
@@ -86,9 +84,9 @@ def load_tumour_mask(
     """
     ds = source if isinstance(source, Dataset) else pydicom.dcmread(os.fspath(source))
     sop_class = str(ds.get("SOPClassUID", ""))
-    if sop_class == SEGMENTATION_STORAGE:
+    if sop_class == SegmentationStorage:
         return mask_from_seg(ds, ct, primary_labels=primary_labels)
-    if sop_class == RT_STRUCTURE_SET_STORAGE:
+    if sop_class == RTStructureSetStorage:
         return mask_from_rtstruct(ds, ct, primary_labels=primary_labels)
     raise DicomInputError(f"SOP class {sop_class} is neither a DICOM SEG nor an RT Structure Set")
 

@@ -34,11 +34,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, RTStructureSetStorage, SegmentationStorage
 
 from icibenefit.domain import ClinicalRecord, LabTimepoint
 from icibenefit.errors import DicomInputError, TimelineError
-from icibenefit.pipeline.images import CT_IMAGE_STORAGE
-from icibenefit.pipeline.segmentation import RT_STRUCTURE_SET_STORAGE, SEGMENTATION_STORAGE
 from icibenefit.pipeline.series_selection import (
     SeriesSelectionRules,
     SeriesSummary,
@@ -245,9 +244,9 @@ def records_from_headers(headers: Iterable[tuple[str, Dataset]]) -> list[SeriesR
     segmentations: list[tuple[str, Dataset]] = []
     for key, ds in headers:
         sop_class = str(ds.get("SOPClassUID", ""))
-        if sop_class == CT_IMAGE_STORAGE:
+        if sop_class == CTImageStorage:
             ct.setdefault(str(ds.SeriesInstanceUID), []).append((key, ds))
-        elif sop_class in (SEGMENTATION_STORAGE, RT_STRUCTURE_SET_STORAGE):
+        elif sop_class in (SegmentationStorage, RTStructureSetStorage):
             segmentations.append((key, ds))
     attached: dict[str, tuple[str, str]] = {}
     for key, ds in sorted(segmentations, key=lambda item: item[0]):

@@ -19,23 +19,24 @@ from fhir.resources.R4B.patient import Patient
 from fhir.resources.R4B.procedure import Procedure
 from fhir.resources.R4B.resource import Resource
 
-from icibenefit.domain import LOINC_BY_ANALYTE, Analyte
+from icibenefit.domain import (
+    LOINC_BMI,
+    LOINC_BY_ANALYTE,
+    LOINC_PDL1,
+    LOINC_SMOKING_STATUS,
+    LOINC_SYSTEM,
+    Analyte,
+)
 from icibenefit.synth.clinical import HOSPITAL_TZ, ClinicalDraw, ReportedLab
 
 #: Default Patient.identifier system carrying the DICOM PatientID.
 DEFAULT_IDENTIFIER_SYSTEM = "urn:icibenefit:synthetic:mrn"
 
-LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"
 OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-
-#: LOINC of the non-hemogram observations.
-SMOKING_STATUS_LOINC = "72166-2"
-BMI_LOINC = "39156-5"
-PDL1_LOINC = "85147-7"
 
 #: agent -> (RxNorm ingredient, ATC, dose mg)
 AGENT_CODES: dict[str, tuple[str, str, int]] = {
@@ -112,7 +113,7 @@ def patient_resources(
             _observation(
                 f"{pid}-smoking",
                 "social-history",
-                SMOKING_STATUS_LOINC,
+                LOINC_SMOKING_STATUS,
                 "Tobacco smoking status",
                 subject,
                 baseline_dt,
@@ -124,7 +125,7 @@ def patient_resources(
             _observation(
                 f"{pid}-bmi",
                 "vital-signs",
-                BMI_LOINC,
+                LOINC_BMI,
                 "Body mass index (BMI) [Ratio]",
                 subject,
                 baseline_dt,
@@ -137,7 +138,7 @@ def patient_resources(
             _observation(
                 f"{pid}-pdl1",
                 "laboratory",
-                PDL1_LOINC,
+                LOINC_PDL1[0],  # the first of the PD-L1 TPS codes the client reads
                 "PD-L1 tumor proportion score",
                 subject,
                 when,
@@ -181,7 +182,10 @@ def _observation(
         "id": oid,
         "status": "final",
         "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": category}]}],
-        "code": {"coding": [{"system": LOINC, "code": loinc, "display": display}], "text": display},
+        "code": {
+            "coding": [{"system": LOINC_SYSTEM, "code": loinc, "display": display}],
+            "text": display,
+        },
         "subject": subject,
         "effectiveDateTime": when.isoformat(),
         **value,

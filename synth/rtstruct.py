@@ -23,7 +23,8 @@ from icibenefit.synth.ct import MANUFACTURER, SOFTWARE_VERSION
 from icibenefit.synth.segmentation import SEGMENT_LABEL
 
 #: Retired "Detached Study Management" SOP class: the value PS3.3 C.8.8.5 and
-#: every treatment-planning system put in RT Referenced Study Sequence.
+#: every treatment-planning system put in RT Referenced Study Sequence.  A literal:
+#: neither pydicom.uid nor pynetdicom.sop_class has a constant for this retired class.
 _STUDY_COMPONENT_CLASS = "1.2.840.10008.3.1.2.3.1"
 
 

@@ -41,7 +41,6 @@ from icibenefit.pipeline.inference import (
     ImagingSettings,
     PlannedTimepoint,
     kept_timepoints,
-    normalizer_from,
     plan_timepoints,
     timepoint_outcome,
 )
@@ -209,17 +208,9 @@ def extract(
     fitted = IntensityNormalizer().fit(
         sitk.GetArrayFromImage(load_ct_volume(t.ct_files).image) for t in train_baselines
     )
-    preprocessing = {
-        "hu": {
-            "clip_min": fitted.clip_min,
-            "clip_max": fitted.clip_max,
-            "mean": fitted.mean_,
-            "std": fitted.std_,
-            "n_voxels": fitted.n_voxels_seen_,
-        }
-    }
+    preprocessing = {"hu": fitted.statistics()}
     # Rebuilt from the stored numbers, exactly as inference does from the bundle.
-    normalizer = normalizer_from(preprocessing["hu"])
+    normalizer = IntensityNormalizer.from_statistics(preprocessing["hu"])
     parameters = {
         "hu": preprocessing["hu"],
         "radiomics": params_digest(params),

@@ -10,18 +10,24 @@ import pytest
 from icibenefit import durable
 
 
-def test_write_atomically_replaces_and_fsyncs_file_and_directory(
-    tmp_path: Path, monkeypatch
-) -> None:
-    target = tmp_path / "new" / "pointer.json"
-    synced: list[str] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths ``durable`` fsyncs, in order (the fsyncs still happen)."""
+    paths: list[str] = []
     real_fsync = os.fsync
 
     def recording_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
     monkeypatch.setattr(durable.os, "fsync", recording_fsync)
+    return paths
+
+
+def test_write_atomically_replaces_and_fsyncs_file_and_directory(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    target = tmp_path / "new" / "pointer.json"
     durable.write_atomically(target, b"first")
     durable.write_atomically(target, b"second")
     assert target.read_bytes() == b"second"
@@ -45,3 +51,17 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(
         durable.write_atomically(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_replace_durably_renames_a_folder_and_fsyncs_both_parents(
+    tmp_path: Path, synced: list[str]
+) -> None:
+    staging = tmp_path / "staging" / ".bundle.tmp"
+    staging.mkdir(parents=True)
+    (staging / "manifest.json").write_bytes(b"{}")
+    target = tmp_path / "bundles" / "model-1"
+    target.parent.mkdir()
+    durable.replace_durably(staging, target)
+    assert (target / "manifest.json").read_bytes() == b"{}"
+    assert not staging.exists()
+    assert synced == [str(target.parent), str(staging.parent)]

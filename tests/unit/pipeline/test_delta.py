@@ -45,7 +45,7 @@ def test_clipper_learns_percentile_bounds_and_keeps_nan() -> None:
     with pytest.raises(ValueError, match="columns"):
         clipper.transform(np.zeros((1, 2)))
     with pytest.raises(ValueError, match="percentile"):
-        DeltaClipper(50, 10)
+        DeltaClipper(50, 10).fit(train)
 
 
 def test_longitudinal_vector_imputes_from_the_nearest_timepoint() -> None:

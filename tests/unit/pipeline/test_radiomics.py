@@ -158,7 +158,7 @@ def test_normalizer_follows_the_estimator_contract() -> None:
     assert z[2] == pytest.approx((3050 - pooled.mean()) / pooled.std(), rel=1e-5)
     assert clone(fitted).get_params() == {"clip_min": -1000.0, "clip_max": 3050.0}
     with pytest.raises(ValueError, match="clip_min"):
-        IntensityNormalizer(clip_min=10, clip_max=0)
+        IntensityNormalizer(clip_min=10, clip_max=0).fit(np.array([-1000.0, 0.0]))
     with pytest.raises(ValueError, match="constant"):
         IntensityNormalizer().fit(np.full(10, -2000.0))
 

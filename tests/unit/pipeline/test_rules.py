@@ -9,7 +9,8 @@ import pytest
 
 from icibenefit.domain import ClinicalRecord
 from icibenefit.errors import TimelineError
-from icibenefit.pipeline.inference import BundlePredictor, ImagingSettings, normalizer_from
+from icibenefit.pipeline.inference import BundlePredictor, ImagingSettings
+from icibenefit.pipeline.normalization import IntensityNormalizer
 from icibenefit.pipeline.radiomics_features import load_params
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.pipeline.timeline import build_timeline
@@ -111,7 +112,7 @@ def two_lesion_study(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def _predictor(rules: PipelineRules) -> BundlePredictor:
     imaging = ImagingSettings(
-        normalizer=normalizer_from(
+        normalizer=IntensityNormalizer.from_statistics(
             {"clip_min": -1000.0, "clip_max": 3050.0, "mean": -500.0, "std": 400.0, "n_voxels": 1}
         ),
         radiomics_params=load_params(),

@@ -127,4 +127,4 @@ def test_kmeans_imputer_fits_with_missing_training_values_and_all_nan_column() -
     assert not np.isnan(out).any()
     assert (out[:, 3] == 0.0).all()
     with pytest.raises(ValueError, match="n_clusters"):
-        KMeansImputer(n_clusters=0)
+        KMeansImputer(n_clusters=0).fit(X)
