@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -26,21 +27,57 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(
+    target: Path,
+    data: bytes | Iterable[bytes],
+    *,
+    temp_dir: Path | None = None,
+    sync_directory: bool = True,
+) -> int:
     """Replace ``target`` by ``data``: readers see the old or the new file, never a part.
 
     The temporary file has a unique name, so concurrent writers of the same
     target never write into each other's file; the last rename wins.
+
+    Parameters
+    ----------
+    target
+        The file to create or replace.
+    data
+        Its content, or the parts of its content in order (the DICOM store
+        writes preamble, file meta and dataset without joining them).
+    temp_dir
+        Where the temporary ``*.part`` file is written (same file system as
+        ``target``); default ``target``'s directory.  The store keeps them in
+        one folder so that a crash's leftovers are found in one place.
+    sync_directory
+        Fsync ``target``'s directory before returning.  ``False`` leaves the
+        rename's durability to the caller, who must call
+        :func:`fsync_directory` before relying on it (the store overlaps it
+        with its index commit).
+
+    Returns
+    -------
+    int
+        The number of bytes written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    folder = target.parent if temp_dir is None else temp_dir
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes | bytearray | memoryview):
+                handle.write(data)
+            else:
+                for part in data:
+                    handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
+            size = handle.tell()
         os.replace(temp_name, target)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
-    fsync_directory(target.parent)
+    if sync_directory:
+        fsync_directory(target.parent)
+    return size

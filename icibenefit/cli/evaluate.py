@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from icibenefit.cli_common import configure_logging, settings_from
+from icibenefit.cli.common import configure_logging, settings_from
 from icibenefit.errors import TrainingError
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from icibenefit.cli_common import configure_logging, settings_from
+from icibenefit.cli.common import configure_logging, settings_from
 
 
 def train(
