@@ -14,7 +14,6 @@ import typer
 
 from icibenefit import audit
 from icibenefit.cli.common import settings_from
-from icibenefit.listener import outbox
 from icibenefit.persistence import index, queries
 from icibenefit.persistence.jobs import JOB_STATES, JobQueue
 from icibenefit.persistence.outbox import (
@@ -133,13 +132,17 @@ def outbox_list(
     limit: LimitOption = 1000,
 ) -> None:
     """List outgoing items, most recent first (delivered items show as done)."""
+    # Function-local: the sender module imports httpx, pynetdicom and the FHIR
+    # auth stack (seconds), for the destinations shown here only.
+    from icibenefit.listener.outbox import list_items
+
     try:
         normalise_states(states or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--state") from None
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
-        rows = outbox.list_items(conn, settings, states, limit)
+        rows = list_items(conn, settings, states, limit)
     columns = ["id", "kind", "state", "attempts", "destination", "last_error"]
     _print_rows(rows, columns, as_json)
 
