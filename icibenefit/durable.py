@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -43,21 +44,59 @@ def replace_durably(source: Path | str, target: Path) -> None:
         fsync_directory(source.parent)  # the old name's removal, when it was elsewhere
 
 
-def write_atomically(target: Path, data: bytes) -> None:
+def write_atomically(
+    target: Path,
+    data: bytes | Iterable[bytes],
+    *,
+    temp_dir: Path | None = None,
+    sync_directory: bool = True,
+) -> int:
     """Replace ``target`` by ``data``: readers see the old or the new file, never a part.
 
     The temporary file has a unique name, so concurrent writers of the same
     target never write into each other's file; the last rename wins.
+
+    Parameters
+    ----------
+    target
+        The file to create or replace.
+    data
+        Its content, or the parts of its content in order (the DICOM store
+        writes preamble, file meta and dataset without joining them).
+    temp_dir
+        Where the temporary ``*.part`` file is written (same file system as
+        ``target``); default ``target``'s directory.  The store keeps them in
+        one folder so that a crash's leftovers are found in one place.
+    sync_directory
+        Fsync ``target``'s directory before returning.  ``False`` leaves the
+        rename's durability to the caller, who must call
+        :func:`fsync_directory` before relying on it (the store overlaps it
+        with its index commit).
+
+    Returns
+    -------
+    int
+        The number of bytes written.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    folder = target.parent if temp_dir is None else temp_dir
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes | bytearray | memoryview):
+                handle.write(data)
+            else:
+                for part in data:
+                    handle.write(part)
             handle.flush()
             os.fsync(handle.fileno())
-        replace_durably(temp_name, target)
+            size = handle.tell()
+        if sync_directory:
+            replace_durably(temp_name, target)
+        else:
+            os.replace(temp_name, target)
     except BaseException:
         # A no-op once the rename happened (only the directory fsync failed).
         Path(temp_name).unlink(missing_ok=True)
         raise
+    return size

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     job_processor: str | None = Field(
         None,
         description="Processor factory 'module:function' run by the workers "
-        "(unset = icibenefit.reporting.processor:build_processor if present, else a recorder).",
+        "(unset = icibenefit.reporting.processor:build_processor).",
     )
     status_bind: str = Field("127.0.0.1", description="Address of the status HTTP API.")
     status_port: int = Field(8484, ge=0, le=65535, description="0 disables the status API.")

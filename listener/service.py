@@ -29,19 +29,15 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import Any
 
 from icibenefit import audit
-from icibenefit.cli_common import configure_logging
-from icibenefit.listener import index
-from icibenefit.listener.jobs import (
-    JobContext,
-    JobQueue,
-    StudyIndex,
-    load_processor_factory,
-    resolve_processor_factory,
-)
-from icibenefit.listener.outbox import Outbox, OutboxSender
+from icibenefit.listener.jobs import load_processor_factory, resolve_processor_factory
+from icibenefit.listener.outbox import OutboxSender
 from icibenefit.listener.scp import ScpCounters, StorageScp
 from icibenefit.listener.status_api import StatusServer
 from icibenefit.listener.store import DicomStore
+from icibenefit.logs import configure_logging
+from icibenefit.persistence import index
+from icibenefit.persistence.jobs import JobContext, JobQueue, StudyIndex
+from icibenefit.persistence.outbox import Outbox
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -24,10 +24,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from icibenefit.listener import index, outbox, queries
-from icibenefit.listener.jobs import JOB_STATES
+from icibenefit.listener import outbox
 from icibenefit.listener.scp import ScpCounters
 from icibenefit.listener.status_page import StatusPage
+from icibenefit.persistence import index, queries
+from icibenefit.persistence.jobs import JOB_STATES
+from icibenefit.persistence.outbox import OUTBOX_STATES
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def render_metrics(conn: sqlite3.Connection, counters: ScpCounters) -> str:
     jobs = queries.count_by_state(conn, "jobs", JOB_STATES)
     lines += ["# HELP icibenefit_jobs Jobs by state.", "# TYPE icibenefit_jobs gauge"]
     lines += [f'icibenefit_jobs{{state="{state}"}} {jobs[state]}' for state in JOB_STATES]
-    outbox_counts = queries.count_by_state(conn, "outbox", outbox.OUTBOX_STATES)
+    outbox_counts = queries.count_by_state(conn, "outbox", OUTBOX_STATES)
     depth = outbox_counts["queued"] + outbox_counts["sending"]
     lines += [
         "# HELP icibenefit_outbox_depth Outgoing items not yet delivered.",
@@ -63,19 +65,13 @@ def render_metrics(conn: sqlite3.Connection, counters: ScpCounters) -> str:
         "# TYPE icibenefit_outbox_dead gauge",
         f"icibenefit_outbox_dead {outbox_counts['dead']}",
     ]
-    studies = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
+    studies = queries.count_studies(conn)
     lines += [
         "# HELP icibenefit_studies Studies in the index.",
         "# TYPE icibenefit_studies gauge",
         f"icibenefit_studies {studies}",
     ]
-    latencies = [
-        float(row[0])
-        for row in conn.execute(
-            "SELECT finished_at - created_at FROM jobs WHERE state = 'done'"
-            " AND finished_at IS NOT NULL"
-        )
-    ]
+    latencies = queries.done_job_latencies(conn)
     metric = "icibenefit_processing_latency_seconds"
     lines += [
         f"# HELP {metric} Time from a study becoming stable to its job being done.",
@@ -153,7 +149,7 @@ class StatusServer:
                     self._send(request, 405, {"error": "method not allowed"})
                 elif url.path == "/health":
                     ok = self.healthy()
-                    conn.execute("SELECT 1").fetchone()
+                    queries.check(conn)
                     body: Any = {"status": "ok" if ok else "stopping"}
                     self._send(request, 200 if ok else 503, body)
                 elif url.path == "/metrics":

@@ -44,14 +44,24 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from icibenefit import audit
-from icibenefit.listener import queries
-from icibenefit.listener.jobs import JOB_STATES, JobQueue
-from icibenefit.listener.outbox import OUTBOX_STATES, NotRetryableError, list_items, requeue_dead
+from icibenefit.listener.outbox import list_items
 from icibenefit.listener.status_html import (
     PeerHealth,
     PredictionRow,
     StatusData,
     render,
+)
+from icibenefit.persistence import queries
+from icibenefit.persistence.archive import FHIR_ARCHIVE, FhirArchive
+from icibenefit.persistence.jobs import JOB_STATES, JobQueue
+from icibenefit.persistence.outbox import (
+    OUTBOX_STATES,
+    ItemKind,
+    NotRetryableError,
+    last_delivery,
+    local_dicom_dir,
+    local_fhir_dir,
+    requeue_dead,
 )
 from icibenefit.privacy import pseudonymize
 from icibenefit.settings import Settings
@@ -64,9 +74,6 @@ RECENT = 25
 HEALTH_CACHE_SECONDS = 30.0
 HEALTH_TIMEOUT_SECONDS = 3.0
 MAX_FORM_BYTES = 4096
-#: Reporting's archive of FHIR transactions (``icibenefit.reporting.runner.FHIR_ARCHIVE``,
-#: not imported: that module pulls highdicom into the status API's process).
-FHIR_ARCHIVE = Path("reports") / "fhir"
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -187,21 +194,15 @@ def peer_health(
 ) -> list[PeerHealth]:
     """Per destination: the last delivery and error from the outbox, plus a live check."""
     peers = []
-    for kind, name in (("dicom", "PACS"), ("fhir", "FHIR")):
-        delivered = conn.execute(
-            "SELECT max(delivered_at) FROM outbox WHERE kind = ? AND state = 'done'", (kind,)
-        ).fetchone()[0]
-        error_row = conn.execute(
-            "SELECT last_error FROM outbox WHERE kind = ? AND last_error IS NOT NULL"
-            " ORDER BY id DESC LIMIT 1",
-            (kind,),
-        ).fetchone()
+    kinds: tuple[tuple[ItemKind, str], ...] = (("dicom", "PACS"), ("fhir", "FHIR"))
+    for kind, name in kinds:
+        delivered, last_error = last_delivery(conn, kind)
         if kind == "dicom":
             configured = settings.pacs_configured
             target = (
                 f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
                 if configured
-                else f"not configured: SRs go to {settings.data_dir / 'outbox' / 'dicom'}"
+                else f"not configured: SRs go to {local_dicom_dir(settings.data_dir)}"
             )
             check = checker.pacs() if checker else None
         else:
@@ -209,7 +210,7 @@ def peer_health(
             target = (
                 audit.strip_url_credentials(str(settings.fhir_base_url))
                 if configured
-                else f"not configured: reports go to {settings.data_dir / 'outbox' / 'fhir'}"
+                else f"not configured: reports go to {local_fhir_dir(settings.data_dir)}"
             )
             check = checker.fhir() if checker else None
         reachable, detail, checked_at = check if check else (None, "", None)
@@ -222,7 +223,7 @@ def peer_health(
                 detail=detail,
                 checked_at=checked_at,
                 last_delivered_at=delivered,
-                last_error=error_row[0] if error_row else None,
+                last_error=last_error,
             )
         )
     return peers
@@ -231,18 +232,14 @@ def peer_health(
 def recent_predictions(
     conn: sqlite3.Connection, data_dir: Path, key: str, limit: int = 10
 ) -> list[PredictionRow]:
-    """The newest RiskAssessments in ``<data_dir>/reports/fhir`` (reporting's archive).
+    """The newest RiskAssessments in reporting's archive (:data:`FHIR_ARCHIVE` of ``data_dir``).
 
     The archive holds one FHIR transaction per report, in a folder named by
     the study; the patient hash comes from the index (or, for a study the
     index no longer has, from the RiskAssessment's subject), never a name.
     """
-    archive = data_dir / FHIR_ARCHIVE
-    if not archive.is_dir():
-        return []
-    files = sorted(archive.glob("*/*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
     rows = []
-    for path in files[:limit]:
+    for path in FhirArchive(data_dir / FHIR_ARCHIVE).newest(limit):
         try:
             bundle = json.loads(path.read_text(encoding="utf-8"))
             risk = next(
@@ -253,12 +250,10 @@ def recent_predictions(
         except (OSError, ValueError, StopIteration, AttributeError, TypeError):
             continue
         study_uid = path.parent.name
-        found = conn.execute(
-            "SELECT patient_id_hash FROM studies WHERE study_uid = ?", (study_uid,)
-        ).fetchone()
+        found = queries.patient_hash(conn, study_uid)
         subject = risk.get("subject", {})
         subject_key = subject.get("reference") or subject.get("identifier", {}).get("value", "")
-        patient_hash = found[0] if found else pseudonymize(str(subject_key), key)
+        patient_hash = found if found is not None else pseudonymize(str(subject_key), key)
         method = (risk.get("method", {}).get("coding") or [{}])[0]
         endpoints = tuple(
             (

@@ -1,7 +1,8 @@
 """One job, end to end: inputs from the index, a prediction, two reports in the outbox.
 
 :class:`ReportingProcessor` is what the listener's workers run for a stable
-study (the seam is documented in :mod:`icibenefit.listener.jobs`).  It
+study (the seam, ``StudyProcessor``, is documented in :mod:`icibenefit.listener.jobs`;
+the job it receives is a :class:`~icibenefit.persistence.jobs.JobContext`).  It
 
 1. collects the patient's studies *up to and including* the job's study (by
    study date), so the report of a baseline study says what was known at
@@ -9,12 +10,12 @@ study (the seam is documented in :mod:`icibenefit.listener.jobs`).  It
    reproducible from the index alone;
 2. asks the clinical source for the patient's record (FHIR server or NDJSON);
 3. asks the pipeline for a :class:`~icibenefit.domain.Prediction`;
-4. builds the SR (:mod:`icibenefit.reporting.sr`), keeps a copy in
-   ``<data_dir>/reports/sr/<series>/<sop>.dcm`` (the predecessor of the next
-   rerun is found there) and queues it for the PACS;
+4. builds the SR (:mod:`icibenefit.reporting.sr`), keeps a copy in the SR
+   archive (:mod:`icibenefit.persistence.archive`: the predecessor of the
+   next rerun is found there) and queues it for the PACS;
 5. queues one FHIR transaction: conditional update of the Device and of the
-   RiskAssessment on their business identifiers (a copy is kept in
-   ``<data_dir>/reports/fhir/<study>/<input set>.json``).
+   RiskAssessment on their business identifiers (a copy is kept in the FHIR
+   archive, one folder per study).
 
 Idempotence: the SR's UIDs derive from (study, model version, input set), the
 RiskAssessment's business identifier from (processed study, model version),
@@ -27,12 +28,10 @@ already are re-reported in the same job (see :meth:`ReportingProcessor.process`)
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -41,7 +40,8 @@ from pydicom import Dataset, dcmread
 
 from icibenefit import audit
 from icibenefit.domain import ClinicalRecord, Prediction
-from icibenefit.durable import write_atomically
+from icibenefit.persistence.archive import FhirArchive, RunLog, SrArchive
+from icibenefit.persistence.jobs import JobContext, StudyRecord
 from icibenefit.privacy import pseudonymize
 from icibenefit.reporting import identity
 from icibenefit.reporting.risk_assessment import (
@@ -55,10 +55,6 @@ from icibenefit.reporting.sr import build_sr
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
-
-SR_ARCHIVE = Path("reports") / "sr"
-FHIR_ARCHIVE = Path("reports") / "fhir"
-RUN_LOG = Path("reports") / "runs"
 
 
 class PatientPredictor(Protocol):
@@ -78,7 +74,7 @@ class RecordSource(Protocol):
 
 
 class InstanceLike(Protocol):
-    """What the processor reads from an index row (``listener.jobs.InstanceRecord``)."""
+    """What the processor reads from an index row (``persistence.jobs.InstanceRecord``)."""
 
     @property
     def sop_instance_uid(self) -> str:
@@ -104,7 +100,7 @@ class Reports:
 
 
 class ReportingProcessor:
-    """The listener's :class:`~icibenefit.listener.jobs.StudyProcessor` for icibenefit.
+    """The listener's ``StudyProcessor`` (:mod:`icibenefit.listener.jobs`) for icibenefit.
 
     Parameters
     ----------
@@ -122,11 +118,12 @@ class ReportingProcessor:
         self.settings = settings
         self.records = records
         self.predictor = predictor
-        self.archive = SrArchive(settings.data_dir / SR_ARCHIVE)
-        self.runs = RunLog(settings.data_dir / RUN_LOG)
+        self.archive = SrArchive.of(settings.data_dir)
+        self.transactions = FhirArchive.of(settings.data_dir)
+        self.runs = RunLog.of(settings.data_dir)
 
-    def process(self, job: Any) -> None:
-        """Run one job (a ``listener.jobs.JobContext``).
+    def process(self, job: JobContext) -> None:
+        """Run one job.
 
         The job's study is reported, then every *later* study of the patient
         that was reported before: their inputs include this study's images, so
@@ -148,7 +145,11 @@ class ReportingProcessor:
             record = self._run(job, target, patient_studies, record)
 
     def _run(
-        self, job: Any, target: Any, patient_studies: Sequence[Any], record: ClinicalRecord | None
+        self,
+        job: JobContext,
+        target: StudyRecord,
+        patient_studies: Sequence[StudyRecord],
+        record: ClinicalRecord | None,
     ) -> ClinicalRecord:
         """Predict and report as of ``target``'s date; return the clinical record for reuse."""
         pseudonym = pseudonymize(target.patient_id, self.settings.pseudonym_key.get_secret_value())
@@ -232,11 +233,11 @@ class ReportingProcessor:
             self.settings.fhir_patient_identifier_system,
         )
         transaction = transaction_bundle(prediction, subject, study_uid)
-        folder = (
-            self.settings.data_dir / FHIR_ARCHIVE / identity.report_study_uid(prediction, study_uid)
+        transaction_path = self.transactions.save(
+            identity.report_study_uid(prediction, study_uid),
+            identity.sr_instance_uid(prediction, study_uid),
+            transaction,
         )
-        transaction_path = folder / f"{identity.sr_instance_uid(prediction, study_uid)}.json"
-        write_atomically(transaction_path, json.dumps(transaction, indent=2).encode())
         return Reports(
             prediction=prediction,
             sr=sr,
@@ -295,57 +296,6 @@ def transaction_bundle(
             },
         ],
     }
-
-
-class RunLog:
-    """Which studies were reported, with the input set of their last report.
-
-    One small file per study (``<data_dir>/reports/runs/<study>``): the cascade
-    of :meth:`ReportingProcessor.process` re-reports only studies found here.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def reported(self, study_uid: str) -> bool:
-        """Whether ``study_uid`` was reported before."""
-        return (self.root / study_uid).is_file()
-
-    def record(self, study_uid: str, input_set: str) -> None:
-        """Note the input set of the report just queued for ``study_uid``."""
-        write_atomically(self.root / study_uid, input_set.encode())
-
-
-class SrArchive:
-    """Copies of the SRs we produced, by series: the source of Predecessor Documents.
-
-    Kept beside the outbox because a delivered outbox item loses its payload,
-    and asking the PACS for our own earlier SR would make a rerun depend on
-    the PACS being reachable.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def latest(self, series_uid: str, *, exclude: str) -> Dataset | None:
-        """The SR with the highest instance number in the series, other than ``exclude``."""
-        folder = self.root / series_uid
-        if not folder.is_dir():
-            return None
-        candidates = [
-            dcmread(path, stop_before_pixels=True)
-            for path in sorted(folder.glob("*.dcm"))
-            if path.stem != exclude
-        ]
-        return max(candidates, key=lambda ds: int(ds.InstanceNumber), default=None)
-
-    def save(self, sr: Dataset) -> Path:
-        """Write ``sr`` (atomically: temporary file, fsync, rename) and return its path."""
-        target = self.root / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
-        buffer = BytesIO()
-        sr.save_as(buffer, enforce_file_format=True)
-        write_atomically(target, buffer.getvalue())
-        return target
 
 
 def _issuer(instances: Sequence[InstanceLike]) -> str | None:

@@ -12,7 +12,7 @@ ENDPOINTS = ("pfs6", "pfs9")
 @pytest.fixture(scope="session")
 def demo_bundle(small_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo recipe (clinical + radiomics, no CNN) trained on the shared small cohort."""
-    from icibenefit.reporting.demo import demo_recipe
+    from icibenefit.demo import demo_recipe
     from icibenefit.training.deep_features import CnnBudget
     from icibenefit.training.trainer import train
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import os
 
-from icibenefit.listener.jobs import JobContext, RecordingProcessor, StudyProcessor
+from icibenefit.listener.jobs import RecordingProcessor, StudyProcessor
+from icibenefit.persistence.jobs import JobContext
 from icibenefit.settings import Settings
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from icibenefit.listener.jobs import JobContext, StudyProcessor
+from icibenefit.listener.jobs import StudyProcessor
+from icibenefit.persistence.jobs import JobContext
 from icibenefit.settings import Settings
 
 

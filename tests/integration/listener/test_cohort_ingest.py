@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from icibenefit.listener import index
-from icibenefit.listener.jobs import StudyIndex
+from icibenefit.persistence import index
+from icibenefit.persistence.jobs import StudyIndex
 from tests.integration.listener.server import storescu
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,9 @@ import time
 import httpx
 import pytest
 
-from icibenefit.listener import index
-from icibenefit.listener.outbox import Outbox, OutboxSender
+from icibenefit.listener.outbox import OutboxSender
+from icibenefit.persistence import index
+from icibenefit.persistence.outbox import Outbox
 
 pytestmark = pytest.mark.integration
 

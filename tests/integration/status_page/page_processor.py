@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from icibenefit.domain import ClinicalRecord, EndpointPrediction, Prediction
-from icibenefit.listener.jobs import JobContext, StudyProcessor
+from icibenefit.listener.jobs import StudyProcessor
+from icibenefit.persistence.jobs import JobContext
 from icibenefit.reporting.processor import LazyClinicalSource
 from icibenefit.reporting.runner import ReportingProcessor
 from icibenefit.settings import Settings

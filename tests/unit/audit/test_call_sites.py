@@ -88,10 +88,11 @@ def test_listener_steps_are_audited(make_settings, tmp_path: Path, monkeypatch) 
     from typer.testing import CliRunner
 
     from icibenefit.cli import app
-    from icibenefit.listener import index
-    from icibenefit.listener.jobs import JobQueue
-    from icibenefit.listener.outbox import Outbox, OutboxSender
+    from icibenefit.listener.outbox import OutboxSender
     from icibenefit.listener.store import DicomStore
+    from icibenefit.persistence import index
+    from icibenefit.persistence.jobs import JobQueue
+    from icibenefit.persistence.outbox import Outbox
     from tests.integration.listener.dicom_factory import write_ct_series
 
     settings = make_settings(pseudonym_key="callsite-key", job_max_attempts=1)

@@ -7,11 +7,11 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from icibenefit.cli import app
-from icibenefit.listener import index
-from icibenefit.listener.jobs import JobQueue
 from icibenefit.listener.scp import ScpCounters
 from icibenefit.listener.status_api import render_metrics
 from icibenefit.listener.store import DicomStore
+from icibenefit.persistence import index
+from icibenefit.persistence.jobs import JobQueue
 from tests.integration.listener.dicom_factory import (
     PATIENT_ID,
     PATIENT_NAME,

@@ -20,12 +20,12 @@ from typer.testing import CliRunner
 
 from icibenefit import audit
 from icibenefit.cli import app
-from icibenefit.listener import index
-from icibenefit.listener.jobs import JobQueue
-from icibenefit.listener.outbox import Outbox
 from icibenefit.listener.scp import ScpCounters, StorageScp, rejection_reason
 from icibenefit.listener.status_api import StatusServer
 from icibenefit.listener.store import DicomStore
+from icibenefit.persistence import index, instances
+from icibenefit.persistence.jobs import JobQueue
+from icibenefit.persistence.outbox import Outbox
 from icibenefit.privacy import pseudonymize
 from tests.integration.listener.dicom_factory import dataset_bytes, write_ct_series
 from tests.peers.common import free_port
@@ -79,10 +79,10 @@ def test_instance_that_cannot_be_written_records_the_cause_without_path(
     store = DicomStore(settings)
     ds = dcmread(ct.files[0], stop_before_pixels=True)
 
-    def disk_full(temp: Path, *args: object) -> int:
+    def disk_full(temp: Path, *args: object, **kwargs: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device", str(temp))
 
-    monkeypatch.setattr(DicomStore, "_write_temp", staticmethod(disk_full))
+    monkeypatch.setattr(instances, "write_atomically", disk_full)
     with audit.configured(settings):
         outcome = store.store(
             dataset_bytes(ct.files[0]),
@@ -231,7 +231,7 @@ def test_offline_predict_is_audited_with_the_pseudonym(
     make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``predict``'s audit line, with the model and data sources faked (pipeline has its tests)."""
-    from icibenefit.pipeline import cli as pipeline_cli
+    from icibenefit.cli import predict as pipeline_cli
 
     class FakePrediction:
         bundle_name, bundle_version = "demo", "1.0.0"

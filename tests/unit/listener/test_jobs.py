@@ -6,19 +6,16 @@ from pathlib import Path
 import pytest
 
 from icibenefit.errors import ConfigurationError
-from icibenefit.listener import index
 from icibenefit.listener.jobs import (
     RECORDING_FACTORY,
-    JobContext,
-    JobQueue,
     RecordingProcessor,
-    StudyIndex,
-    backoff,
     load_processor_factory,
     resolve_processor_factory,
 )
-from icibenefit.listener.outbox import Outbox
 from icibenefit.listener.store import DicomStore
+from icibenefit.persistence import index
+from icibenefit.persistence.jobs import JobContext, JobQueue, StudyIndex, backoff
+from icibenefit.persistence.outbox import Outbox
 from tests.integration.listener.dicom_factory import receive, write_ct_series
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from icibenefit.listener import index
-from icibenefit.listener.outbox import Outbox, OutboxSender
+from icibenefit.listener.outbox import OutboxSender
+from icibenefit.persistence import index
+from icibenefit.persistence.outbox import Outbox
 from tests.integration.listener.dicom_factory import write_ct_series
 from tests.peers.common import free_port
 

@@ -12,16 +12,10 @@ from typer.testing import CliRunner
 
 from icibenefit import audit
 from icibenefit.cli import app
-from icibenefit.listener import index
-from icibenefit.listener.outbox import (
-    NotRetryableError,
-    Outbox,
-    OutboxSender,
-    destination_of,
-    list_items,
-    requeue_dead,
-)
+from icibenefit.listener.outbox import OutboxSender, destination_of, list_items
 from icibenefit.listener.store import DicomStore
+from icibenefit.persistence import index
+from icibenefit.persistence.outbox import NotRetryableError, Outbox, requeue_dead
 from icibenefit.privacy import pseudonymize
 from tests.integration.listener.dicom_factory import (
     PATIENT_ID,

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from icibenefit.listener import index
 from icibenefit.listener.store import (
     CANNOT_UNDERSTAND,
     SUCCESS,
@@ -14,6 +13,7 @@ from icibenefit.listener.store import (
     is_valid_uid,
     parse_header,
 )
+from icibenefit.persistence import index
 from icibenefit.privacy import pseudonymize
 from tests.integration.listener.dicom_factory import (
     PATIENT_ID,

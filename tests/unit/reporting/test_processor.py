@@ -20,9 +20,7 @@ def test_listener_finds_and_builds_the_reporting_processor(make_settings):
         built.records.clinical_record("anyone")
 
 
-def test_bundle_is_reopened_only_when_the_configured_one_changes(
-    make_settings, monkeypatch, tmp_path
-):
+def test_bundle_is_reopened_only_when_the_configured_one_changes(make_settings, tmp_path):
     opened = []
 
     class FakeBundle:
@@ -43,12 +41,10 @@ def test_bundle_is_reopened_only_when_the_configured_one_changes(
         return bundles[-1]
 
     current = {"path": tmp_path / "v1"}
-    monkeypatch.setattr("icibenefit.pipeline.inference.open_bundle", fake_open)
-    monkeypatch.setattr(
-        "icibenefit.model_store.store.configured_bundle_path", lambda settings: current["path"]
-    )
     predictor = processor_module.ActiveBundlePredictor(
-        make_settings(timeline_baseline_window_days=45)
+        make_settings(timeline_baseline_window_days=45),
+        opener=fake_open,
+        locate=lambda settings: current["path"],
     )
     assert predictor("record", [tmp_path / "b.dcm", tmp_path / "a.dcm"]) == "v1"
     assert predictor("record", []) == "v1"

@@ -11,9 +11,10 @@ from pydicom import dcmread
 from unit.reporting.factories import Case
 
 from icibenefit.domain import ClinicalRecord
-from icibenefit.listener import index
-from icibenefit.listener.jobs import InstanceRecord, JobContext, StudyRecord
-from icibenefit.listener.outbox import Outbox, OutboxSender
+from icibenefit.listener.outbox import OutboxSender
+from icibenefit.persistence import index
+from icibenefit.persistence.jobs import InstanceRecord, JobContext, StudyRecord
+from icibenefit.persistence.outbox import Outbox
 from icibenefit.reporting.runner import ReportingProcessor, transaction_bundle
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from icibenefit import audit
 from icibenefit.audit import study_reference
-from icibenefit.listener import index
 from icibenefit.listener.status_html import PeerHealth, StatusData, mask_uid, render
 from icibenefit.listener.status_page import (
     PeerChecker,
@@ -23,6 +22,7 @@ from icibenefit.listener.status_page import (
     collect,
     is_loopback_host,
 )
+from icibenefit.persistence import index
 from icibenefit.privacy import pseudonymize
 
 PATIENT_ID = "PAGE-PAT-7781"
@@ -310,7 +310,7 @@ def test_retry_needs_the_token_and_same_origin(settings, page_server) -> None:
 
 def test_archive_location_is_reportings() -> None:
     from icibenefit.listener import status_page
-    from icibenefit.reporting import runner
+    from icibenefit.persistence import archive as runner
 
     assert status_page.FHIR_ARCHIVE == runner.FHIR_ARCHIVE
 

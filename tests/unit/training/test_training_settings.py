@@ -87,7 +87,7 @@ def test_trainer_hands_rules_and_lidc_folder_to_feature_extraction(
 def test_demo_trains_its_bundle_under_the_settings(
     make_settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from icibenefit.reporting import demo
+    from icibenefit import demo
 
     seen: dict[str, Any] = {}
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from icibenefit.cli_common import configure_logging, settings_from
+from icibenefit.cli.common import configure_logging, settings_from
 
 
 def train(
@@ -49,6 +49,7 @@ def train(
     ] = False,
 ) -> None:
     """Train the models of a recipe on a cohort and write a model bundle."""
+    # Function-local: training imports torch, scikit-learn and pyradiomics (seconds).
     from icibenefit.pipeline.rules import PipelineRules
     from icibenefit.training.deep_features import CnnBudget
     from icibenefit.training.trainer import train as run_training

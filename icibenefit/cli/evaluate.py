@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from icibenefit.cli_common import configure_logging, settings_from
+from icibenefit.cli.common import configure_logging, settings_from
 from icibenefit.errors import TrainingError
 
+# icibenefit.training.evaluation (lifelines, scikit-learn: seconds) is imported
+# inside the functions, so other commands do not pay for it.
 if TYPE_CHECKING:
     import pandas as pd
 

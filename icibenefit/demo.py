@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -32,10 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pynetdicom import AE
 
 from icibenefit.errors import IciBenefitError
-from icibenefit.reporting.runner import FHIR_ARCHIVE, SR_ARCHIVE
+from icibenefit.listener.jobs import RECORDING_FACTORY, resolve_processor_factory
+from icibenefit.listener.service import ListenerService
+from icibenefit.model_store.store import ModelStore
+from icibenefit.persistence import index, queries
+from icibenefit.persistence.archive import FhirArchive, SrArchive
+from icibenefit.pipeline.rules import PipelineRules
+from icibenefit.reporting.sr import read_probabilities
 from icibenefit.settings import Settings
+from icibenefit.synth import generate_cohort, load_manifest
+from icibenefit.training import trainer
+from icibenefit.training.cohort_manifest import PatientEntry
+from icibenefit.training.deep_features import CnnBudget
+from icibenefit.training.recipes import Recipe, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +87,6 @@ def demo_root(settings: Settings) -> Path:
 
 def prepare_cohort(root: Path, say: Say) -> Path:
     """The training cohort: generated once, reused afterwards."""
-    from icibenefit.synth import generate_cohort
-
     cohort = root / "cohort"
     if (cohort / "manifest.json").exists():
         say(f"cohort: reusing {cohort}")
@@ -90,10 +99,8 @@ def prepare_cohort(root: Path, say: Say) -> Path:
     return cohort
 
 
-def prepare_patient(root: Path, say: Say) -> tuple[Path, Any]:
+def prepare_patient(root: Path, say: Say) -> tuple[Path, PatientEntry]:
     """A demo patient (not in the training cohort) with baseline and two follow-ups."""
-    from icibenefit.synth import generate_cohort, load_manifest
-
     folder = root / "patient"
     if not (folder / "manifest.json").exists():
         staging = root / "patient.partial"
@@ -111,15 +118,13 @@ def prepare_patient(root: Path, say: Say) -> tuple[Path, Any]:
     raise IciBenefitError(f"no patient with baseline and two follow-ups in {folder}")
 
 
-def demo_recipe() -> Any:
+def demo_recipe() -> Recipe:
     """The paper's recipe without the CNN (DF-imm, CNN-baseline): minutes, not hours.
 
     The CNN needs many patients per class to fine-tune and most of the training
     time; the demonstration bundle keeps the clinical and radiomics models and
     their ensembles, which exercise every report element.
     """
-    from icibenefit.training.recipes import Recipe, load_recipe
-
     spec = load_recipe("farina2023").model_dump(mode="json")
     spec["name"] = "demo"
     spec["sources"] = [s for s in spec["sources"] if s != "dfimm"]
@@ -134,9 +139,6 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
 
     ``cohort`` provides the training cohort, only when training is needed.
     """
-    from icibenefit.model_store.store import ModelStore
-    from icibenefit.pipeline.rules import PipelineRules
-
     if settings.model_bundle is not None:
         say(f"model: using the configured bundle {settings.model_bundle}")
         return str(settings.model_bundle)
@@ -145,14 +147,11 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
     if active is not None:
         say(f"model: reusing active bundle {active} of {store.root}")
         return active
-    from icibenefit.training.deep_features import CnnBudget
-    from icibenefit.training.trainer import train
-
     build = demo_root(settings) / "bundle-build"
     shutil.rmtree(build, ignore_errors=True)
     build.mkdir(parents=True)
     started = time.monotonic()
-    bundle = train(
+    bundle = trainer.train(
         cohort(),
         build / "bundle",
         recipe=demo_recipe(),
@@ -174,7 +173,7 @@ def prepare_bundle(settings: Settings, cohort: Callable[[], Path], say: Say) -> 
     return bundle_id
 
 
-def patient_files(cohort: Path, entry: Any) -> list[list[Path]]:
+def patient_files(cohort: Path, entry: PatientEntry) -> list[list[Path]]:
     """The DICOM files of each timepoint of ``entry`` (CT slices, then its segmentation)."""
     studies = []
     for tp in entry.timepoints:
@@ -187,8 +186,6 @@ def patient_files(cohort: Path, entry: Any) -> list[list[Path]]:
 
 def send_files(files: Sequence[Path], settings: Settings, calling_ae: str = CALLING_AE) -> int:
     """C-STORE ``files`` to the service's own SCP; return how many were accepted."""
-    from pynetdicom import AE
-
     headers = [dcmread(path, stop_before_pixels=True) for path in files]
     ae = AE(ae_title=calling_ae)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in headers}):
@@ -210,31 +207,13 @@ def wait_for_reports(
     settings: Settings, study_uids: Sequence[str], timeout: float = WAIT_SECONDS
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
     """Poll the index until every study has a finished job and the outbox is empty."""
-    from icibenefit.listener import index
-
     deadline = time.monotonic() + timeout
     jobs: list[dict[str, Any]] = []
     deliveries: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         with closing(index.connect(settings.data_dir)) as conn:
-            conn.row_factory = sqlite3.Row
-            marks = ",".join("?" * len(study_uids))
-            jobs = [
-                dict(row)
-                for row in conn.execute(
-                    "SELECT id, study_uid, version, state, attempts, last_error FROM jobs"
-                    f" WHERE study_uid IN ({marks}) ORDER BY id",
-                    list(study_uids),
-                )
-            ]
-            deliveries = [
-                dict(row)
-                for row in conn.execute(
-                    "SELECT kind, state, destination, study_uid, last_error FROM outbox"
-                    f" WHERE study_uid IN ({marks}) ORDER BY id",
-                    list(study_uids),
-                )
-            ]
+            jobs = queries.jobs_of_studies(conn, study_uids)
+            deliveries = queries.deliveries_of_studies(conn, study_uids)
         finished = {j["study_uid"] for j in jobs if j["state"] in ("done", "dead")}
         busy = any(j["state"] in ("queued", "running", "failed") for j in jobs)
         sending = any(d["state"] in ("queued", "sending") for d in deliveries)
@@ -250,9 +229,6 @@ def run_demo(settings: Settings, say: Say, timeout: float = WAIT_SECONDS) -> Dem
     ``settings`` are the service's, except that the demo patient's FHIR NDJSON
     stands in for the EHR when no FHIR server is configured.
     """
-    from icibenefit.listener.jobs import RECORDING_FACTORY, resolve_processor_factory
-    from icibenefit.listener.service import ListenerService
-
     outcome = DemoOutcome()
 
     def step(message: str) -> None:
@@ -298,15 +274,8 @@ def run_demo(settings: Settings, say: Say, timeout: float = WAIT_SECONDS) -> Dem
 
 def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
     """The demo patient's latest SR (summary, probabilities) and its RiskAssessment."""
-    from icibenefit.reporting.sr import read_probabilities
-
     srs = [
-        ds
-        for ds in (
-            dcmread(path, stop_before_pixels=True)
-            for path in (settings.data_dir / SR_ARCHIVE).glob("*/*.dcm")
-        )
-        if ds.PatientID == outcome.patient_id
+        ds for ds in SrArchive.of(settings.data_dir).headers() if ds.PatientID == outcome.patient_id
     ]
     report_studies = list(outcome.study_uids)
     if srs:
@@ -314,12 +283,9 @@ def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
         outcome.summary = str(latest.ContentSequence[-1].ContentSequence[0].TextValue)
         outcome.probabilities = read_probabilities(latest)
         report_studies = [str(latest.StudyInstanceUID)]
+    archive = FhirArchive.of(settings.data_dir)
     bundles = sorted(
-        (
-            path
-            for study in report_studies
-            for path in (settings.data_dir / FHIR_ARCHIVE / study).glob("*.json")
-        ),
+        (path for study in report_studies for path in archive.of_study(study)),
         key=lambda p: p.stat().st_mtime,
     )
     for path in reversed(bundles):

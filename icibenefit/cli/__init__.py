@@ -1,8 +1,9 @@
 """The ``icibenefit`` command line.
 
-Each part of the service contributes its own commands from its ``cli`` module;
-this module only wires them together and turns our errors into one clean line
-on stderr and a non-zero exit status.  Heavy libraries (torch, pyradiomics)
+Each command group lives in a module of this package (``listener``: serve,
+studies, jobs, outbox; ``predict``; ``train``; ``evaluate``; ``models``;
+``demo``); this module only wires them together and turns our errors into one
+clean line on stderr and a non-zero exit status.  Heavy libraries (torch, pyradiomics)
 are imported inside the commands, so ``icibenefit --help`` stays fast.
 """
 
@@ -15,14 +16,11 @@ from typing import Annotated
 import typer
 
 from icibenefit import __version__
+
+# Modules, not their command functions: ``icibenefit.cli.demo`` etc. stay the modules.
+from icibenefit.cli import demo, evaluate, listener, models, predict, train
 from icibenefit.errors import IciBenefitError
-from icibenefit.listener.cli import jobs_app, outbox_app, serve, studies_app
-from icibenefit.model_store.cli import models_app
-from icibenefit.pipeline.cli import predict
-from icibenefit.reporting.cli import demo
 from icibenefit.synth.cli import synth_app
-from icibenefit.training.cli import train
-from icibenefit.training.evaluate_cli import evaluate
 
 app = typer.Typer(
     name="icibenefit",
@@ -54,16 +52,16 @@ def main(
     ctx.obj = config
 
 
-app.command()(serve)
-app.command()(demo)
-app.command()(predict)
-app.command()(train)
-app.command()(evaluate)
+app.command()(listener.serve)
+app.command()(demo.demo)
+app.command()(predict.predict)
+app.command()(train.train)
+app.command()(evaluate.evaluate)
 app.add_typer(synth_app, name="synth")
-app.add_typer(studies_app, name="studies")
-app.add_typer(jobs_app, name="jobs")
-app.add_typer(outbox_app, name="outbox")
-app.add_typer(models_app, name="models")
+app.add_typer(listener.studies_app, name="studies")
+app.add_typer(listener.jobs_app, name="jobs")
+app.add_typer(listener.outbox_app, name="outbox")
+app.add_typer(models.models_app, name="models")
 
 
 def run() -> None:

@@ -1,21 +1,10 @@
-"""Helpers every command module uses: settings from the CLI context, logging."""
+"""Logging set-up shared by the service's processes and the command line."""
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
 
-import typer
-
-from icibenefit.settings import Settings, load_settings
-
-
-def settings_from(ctx: typer.Context, **overrides: Any) -> Settings:
-    """Load settings with the ``--config`` file of the root command and CLI overrides."""
-    config_file: Path | None = ctx.find_root().obj
-    return load_settings(config_file, **overrides)
-
+from icibenefit.settings import Settings
 
 NOISY_LIBRARY_LOGGERS = ("highdicom", "pykwalify", "radiomics")
 

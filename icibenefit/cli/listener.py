@@ -13,7 +13,15 @@ from typing import Annotated, Any
 import typer
 
 from icibenefit import audit
-from icibenefit.cli_common import settings_from
+from icibenefit.cli.common import settings_from
+from icibenefit.persistence import index, queries
+from icibenefit.persistence.jobs import JOB_STATES, JobQueue
+from icibenefit.persistence.outbox import (
+    NotRetryableError,
+    dead_ids,
+    normalise_states,
+    requeue_dead,
+)
 
 studies_app = typer.Typer(help="Inspect received studies.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Inspect and retry processing jobs.", no_args_is_help=True)
@@ -31,6 +39,8 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
     """Run the DICOM SCP, the workers and the status API until SIGTERM."""
+    # Function-local: the service imports the reporting pipeline (highdicom,
+    # pyradiomics' dependencies: seconds) that no other command here needs.
     from icibenefit.listener.service import ListenerService
 
     settings = settings_from(ctx, scp_port=port, workers=workers)
@@ -55,8 +65,6 @@ def studies_list(
     ctx: typer.Context, as_json: JsonOption = False, limit: LimitOption = 1000
 ) -> None:
     """List received studies, most recent first."""
-    from icibenefit.listener import index, queries
-
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
         rows = queries.list_studies(conn, limit)
@@ -72,9 +80,6 @@ def jobs_list(
     limit: LimitOption = 1000,
 ) -> None:
     """List processing jobs, most recent first."""
-    from icibenefit.listener import index, queries
-    from icibenefit.listener.jobs import JOB_STATES
-
     if state is not None and state not in JOB_STATES:
         raise typer.BadParameter(f"one of {', '.join(JOB_STATES)}", param_hint="--state")
     settings = settings_from(ctx)
@@ -91,18 +96,16 @@ def jobs_retry(
     all_dead: Annotated[bool, typer.Option("--all-dead", help="Re-queue every dead job.")] = False,
 ) -> None:
     """Re-queue failed or dead jobs with a fresh attempt budget."""
-    from icibenefit.listener import index
-    from icibenefit.listener.jobs import JobQueue
-
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
+        queue = JobQueue(conn, settings)
         ids = list(job_ids or [])
         if all_dead:
-            ids += [row[0] for row in conn.execute("SELECT id FROM jobs WHERE state = 'dead'")]
+            ids += queue.dead_ids()
         if not ids:
             typer.secho("no job ids given", err=True)
             raise typer.Exit(2)
-        count = JobQueue(conn, settings).retry(ids)
+        count = queue.retry(ids)
     with audit.configured(settings):
         audit.record(
             "job_retried",
@@ -129,15 +132,17 @@ def outbox_list(
     limit: LimitOption = 1000,
 ) -> None:
     """List outgoing items, most recent first (delivered items show as done)."""
-    from icibenefit.listener import index, outbox
+    # Function-local: the sender module imports httpx, pynetdicom and the FHIR
+    # auth stack (seconds), for the destinations shown here only.
+    from icibenefit.listener.outbox import list_items
 
     try:
-        outbox.normalise_states(states or [])
+        normalise_states(states or [])
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--state") from None
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
-        rows = outbox.list_items(conn, settings, states, limit)
+        rows = list_items(conn, settings, states, limit)
     columns = ["id", "kind", "state", "attempts", "destination", "last_error"]
     _print_rows(rows, columns, as_json)
 
@@ -152,22 +157,18 @@ def outbox_retry(
 
     Refuses, changing nothing, if any id is not a dead item.
     """
-    from icibenefit.listener import index, outbox
-
     settings = settings_from(ctx)
     with closing(index.connect(settings.data_dir)) as conn:
         ids = list(item_ids or [])
         if all_dead:
-            ids += [row[0] for row in conn.execute("SELECT id FROM outbox WHERE state = 'dead'")]
+            ids += dead_ids(conn)
         elif not ids:
             typer.secho("no item ids given (or --all-dead)", err=True)
             raise typer.Exit(2)
         with audit.configured(settings):
             try:
-                requeued = outbox.requeue_dead(
-                    conn, ids, actor=audit.process_user(), component="cli"
-                )
-            except outbox.NotRetryableError as exc:
+                requeued = requeue_dead(conn, ids, actor=audit.process_user(), component="cli")
+            except NotRetryableError as exc:
                 typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
                 raise typer.Exit(1) from None
     typer.echo(f"re-queued {len(requeued)} item(s)")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from icibenefit import audit
-from icibenefit.cli_common import configure_logging, settings_from
+from icibenefit.cli.common import configure_logging, settings_from
 
 
 def demo(
@@ -25,13 +28,10 @@ def demo(
     ] = 300.0,
 ) -> None:
     """Run the whole loop on embedded defaults: synthetic patient in, reports out."""
-    import logging
-    import socket
-
-    from rich.console import Console
-
+    # Function-local: the demo imports the service and the reporting pipeline
+    # (highdicom, pyradiomics' dependencies: seconds) that other commands do not need.
+    from icibenefit import demo as demo_steps
     from icibenefit.listener.jobs import RECORDING_FACTORY
-    from icibenefit.reporting import demo as demo_steps
 
     if port is None:
         with socket.socket() as probe:

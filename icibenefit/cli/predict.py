@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
+import pydicom
 import typer
 
-from icibenefit.cli_common import configure_logging, settings_from
-
-if TYPE_CHECKING:
-    from icibenefit.domain import ClinicalRecord
-    from icibenefit.settings import Settings
+from icibenefit import audit
+from icibenefit.cli.common import configure_logging, settings_from
+from icibenefit.domain import ClinicalRecord
+from icibenefit.errors import DicomInputError, PatientResolutionError
+from icibenefit.privacy import pseudonymize
+from icibenefit.settings import Settings
 
 
 def _patient_files(folder: Path, patient_id: str) -> list[str]:
@@ -20,10 +22,6 @@ def _patient_files(folder: Path, patient_id: str) -> list[str]:
     ``folder/<ID>/`` when it exists (the cohort layout), else every file of
     ``folder`` whose PatientID matches (headers only).
     """
-    import pydicom
-
-    from icibenefit.errors import DicomInputError
-
     own = folder / patient_id
     if own.is_dir():
         return sorted(str(p) for p in own.rglob("*") if p.is_file())
@@ -42,8 +40,8 @@ def _patient_files(folder: Path, patient_id: str) -> list[str]:
 
 def _clinical_record(path: Path, patient_id: str, settings: Settings) -> ClinicalRecord:
     """The record from a cohort manifest (what training used) or an NDJSON folder (no network)."""
-    from icibenefit.errors import PatientResolutionError
-
+    # Function-local: these read the FHIR resources models and the synthetic
+    # cohort format (seconds of imports) that other commands do not need.
     if (path / "manifest.json").is_file():
         from icibenefit.training.cohort_manifest import load_manifest
 
@@ -92,10 +90,9 @@ def predict(
     ] = True,
 ) -> None:
     """Predict for one patient from a DICOM folder and clinical data, without network."""
-    from icibenefit import audit
+    # Function-local: inference imports torch, the rules highdicom (seconds each).
     from icibenefit.pipeline.inference import open_bundle
     from icibenefit.pipeline.rules import PipelineRules
-    from icibenefit.privacy import pseudonymize
 
     settings = settings_from(ctx)
     configure_logging(settings)

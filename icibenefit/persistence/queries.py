@@ -1,4 +1,4 @@
-"""Read-only views of the index for the CLI and the status API (no PHI in clear).
+"""Read-only views of the index for the CLI, the status API and the demo (no PHI in clear).
 
 Both ``icibenefit studies list --json`` and ``GET /studies`` return these
 objects, so scripts can use either.
@@ -56,4 +56,63 @@ def list_jobs(
         f" next_attempt_at, last_error FROM jobs {where} ORDER BY id DESC LIMIT ?",
         (*params, limit),
     ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def check(conn: sqlite3.Connection) -> None:
+    """Raise ``sqlite3.Error`` unless the database answers (the health check)."""
+    conn.execute("SELECT 1").fetchone()
+
+
+def count_studies(conn: sqlite3.Connection) -> int:
+    """Studies in the index."""
+    return int(conn.execute("SELECT count(*) FROM studies").fetchone()[0])
+
+
+def done_job_latencies(conn: sqlite3.Connection) -> list[float]:
+    """Seconds from a study becoming stable (job created) to its job being done, per done job."""
+    return [
+        float(row[0])
+        for row in conn.execute(
+            "SELECT finished_at - created_at FROM jobs WHERE state = 'done'"
+            " AND finished_at IS NOT NULL"
+        )
+    ]
+
+
+def patient_hash(conn: sqlite3.Connection, study_uid: str) -> str | None:
+    """The keyed patient hash the index holds for a study, ``None`` if it has no such study."""
+    found = conn.execute(
+        "SELECT patient_id_hash FROM studies WHERE study_uid = ?", (study_uid,)
+    ).fetchone()
+    return None if found is None else str(found[0])
+
+
+def jobs_of_studies(conn: sqlite3.Connection, study_uids: Sequence[str]) -> list[dict[str, Any]]:
+    """The jobs of these studies, oldest first (the demo waits on them).
+
+    Each object: ``id``, ``study_uid``, ``version``, ``state``, ``attempts``, ``last_error``.
+    """
+    marks = ",".join("?" * len(study_uids))
+    rows = conn.execute(
+        "SELECT id, study_uid, version, state, attempts, last_error FROM jobs"
+        f" WHERE study_uid IN ({marks}) ORDER BY id",
+        list(study_uids),
+    )
+    return [dict(row) for row in rows]
+
+
+def deliveries_of_studies(
+    conn: sqlite3.Connection, study_uids: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The outbox items of these studies, oldest first.
+
+    Each object: ``kind``, ``state``, ``destination``, ``study_uid``, ``last_error``.
+    """
+    marks = ",".join("?" * len(study_uids))
+    rows = conn.execute(
+        "SELECT kind, state, destination, study_uid, last_error FROM outbox"
+        f" WHERE study_uid IN ({marks}) ORDER BY id",
+        list(study_uids),
+    )
     return [dict(row) for row in rows]

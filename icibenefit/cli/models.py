@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from icibenefit import audit
-from icibenefit.cli_common import settings_from
+from icibenefit.cli.common import settings_from
 from icibenefit.errors import ModelBundleError
 from icibenefit.model_store.bundle import verify_bundle
 from icibenefit.model_store.store import ModelStore
