@@ -96,6 +96,18 @@ def sr_instance_uid(prediction: Prediction, study_uid: str | None = None) -> str
     return _uid("sr-instance", study, prediction.bundle_version, input_set_key(prediction))
 
 
+def pdf_series_uid(prediction: Prediction, study_uid: str | None = None) -> str:
+    """One PDF report series per (study, bundle version), like the SR's."""
+    study = report_study_uid(prediction, study_uid)
+    return _uid("pdf-series", study, prediction.bundle_name, prediction.bundle_version)
+
+
+def pdf_instance_uid(prediction: Prediction, study_uid: str | None = None) -> str:
+    """SOP Instance UID of the PDF report of (study, bundle version, input set)."""
+    study = report_study_uid(prediction, study_uid)
+    return _uid("pdf-instance", study, prediction.bundle_version, input_set_key(prediction))
+
+
 def tracking_uid(prediction: Prediction, what: str) -> str:
     """Tracking UID of one finding, stable across reruns so viewers link them.
 
