@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .stamps
 FHIR_SERVER := tests/peers/fhir_server
-DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd docker-compose chromium chromium-driver
+DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd docker-compose chromium chromium-driver pixelmed-apps default-jre-headless
 # Tests run in a private network namespace with only loopback up, so no peer
 # (Orthanc listens on every interface) is ever reachable from outside.  Where
 # namespaces are not permitted, they run on the host's loopback.

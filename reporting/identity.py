@@ -96,11 +96,26 @@ def sr_instance_uid(prediction: Prediction, study_uid: str | None = None) -> str
     return _uid("sr-instance", study, prediction.bundle_version, input_set_key(prediction))
 
 
+def pdf_series_uid(prediction: Prediction, study_uid: str | None = None) -> str:
+    """One PDF report series per (study, bundle version), like the SR's."""
+    study = report_study_uid(prediction, study_uid)
+    return _uid("pdf-series", study, prediction.bundle_name, prediction.bundle_version)
+
+
+def pdf_instance_uid(prediction: Prediction, study_uid: str | None = None) -> str:
+    """SOP Instance UID of the PDF report of (study, bundle version, input set)."""
+    study = report_study_uid(prediction, study_uid)
+    return _uid("pdf-instance", study, prediction.bundle_version, input_set_key(prediction))
+
+
 def tracking_uid(prediction: Prediction, what: str) -> str:
     """Tracking UID of one finding, stable across reruns so viewers link them.
 
-    ``what`` is an endpoint name or ``"tumour"``; the tumour keeps one UID over
-    all timepoints, which is what TID 1500 longitudinal tracking means.
+    ``what`` names the finding: an endpoint name, or ``"tumour:<CT series
+    UID>"`` for the tumour as segmented on one CT.  Every timepoint is its own
+    tracked finding (see :mod:`icibenefit.reporting.sr` for how the timepoints
+    of one lesion are linked); the same finding gets the same UID in every
+    report about it.
     """
     return _uid("tracking", prediction.patient_id, prediction.bundle_name, what)
 

@@ -5,20 +5,51 @@ row; only rows 12-14, which highdicom's ``MeasurementReport`` does not offer,
 are appended with highdicom content items):
 
 - language, observer context with the plugin as device observer (TID 1004),
-  procedure reported (CT chest);
+  procedure reported (CID 100 "CT unspecified body region": CID 100 has no
+  chest CT code, and TID 1500 row 4 takes its codes from CID 100);
 - image library (TID 1600) of every CT image that fed the model;
-- imaging measurements, with one TID 1411 group per imaging timepoint naming
-  the tumour segment it used and its TID 1502 time point context (so the SR
-  says which timepoints fed the model), and one group per endpoint carrying the
-  probability of durable clinical benefit (numeric), the high/low risk
-  (qualitative), the algorithm (TID 4019, version = bundle version) and the
-  reference to the tumour segment of the latest timepoint;
+- imaging measurements:
+
+  * one TID 1411 group per imaging timepoint whose SEG is given with pixel
+    data: the tumour segment it used, its TID 1502 time point context (so the
+    SR says which timepoints fed the model) and the tumour volume;
+  * one group per endpoint carrying the probability of durable clinical
+    benefit (numeric), the high/low risk (qualitative), the algorithm
+    (TID 4019, version = bundle version) and the reference to the tumour
+    segment of the latest timepoint;
+
 - qualitative evaluations (row 12) holding a TEXT "Finding" a radiologist can
   read, and the "not for clinical use" notice of a demonstration model.
 
+Tracking (TID 1500's Tracking Identifier / Tracking Unique Identifier): a
+tracked finding is *the tumour as segmented on one CT series* or *one
+endpoint's prediction*; each gets its own Tracking Unique Identifier, derived
+from the patient, the bundle name and the CT series (or endpoint), so that the
+same finding keeps its UID in every report about it (reruns after late
+instances, later bundle versions, later studies whose model reuses that CT).
+The timepoints of the one lesion are linked by their Tracking Identifier text
+("Tumour (baseline)", "Tumour (followup1)", ...) and their TID 1502 context:
+Time Point (label), Time Point Type (baseline/posttreatment) and the Subject
+Time Point Identifier ``T<order>-<label>-<date>``, which carries the order.
+Viewers that merge groups by Tracking UID (OHIF) therefore show one
+measurement per timepoint instead of one merged, ambiguous one.
+
+Viewer safety (OHIF 3.13, extension cornerstone-dicom-sr): OHIF places a
+measurement group on an image only through an SCOORD/SCOORD3D, either at group
+level or as a child of a NUM, and fails ("Cannot read properties of undefined
+(reading 'ReferencedSOPSequence')") on a group that has neither.  Every group
+here has exactly one NUM (probability or volume) INFERRED FROM an SCOORD
+(TID 320) on the key CT slice: the tumour's outline where the SEG's pixel data
+is given, else the border of the middle tumour slice named by the SEG header
+(:mod:`icibenefit.reporting.key_images`).  Without SEG pixel data there is no
+volume to report, so the per-timepoint tumour groups are left out and the
+endpoint groups remain; callers that want them pass SEGs read with pixel data.
+Time Point Order (an optional NUM row of TID 1502) is not written: see
+:func:`_time_point_context`.
+
 A timepoint segmented by RTSTRUCT has no segment to reference (TID 1411 only
-references SEG segments or spatial coordinates); its group is a TID 1501 group
-pointing at the CT images instead.
+references SEG segments or spatial coordinates); its endpoint group is a TID
+1501 group pointing at the CT images instead.
 
 Probability unit: UCUM ``{probability}`` (an annotation: dimensionless, equal to
 "1" in UCUM arithmetic, as CID 7181 does with ``{ratio}``) so that a reader sees
@@ -38,9 +69,16 @@ from pydicom.uid import SegmentationStorage
 from icibenefit.domain import ENDPOINTS, EndpointPrediction, ImagingTimepoint, Prediction
 from icibenefit.errors import ReportError
 from icibenefit.reporting import identity
+from icibenefit.reporting.key_images import TumourGeometry, tumour_geometry
 
 PROBABILITY_UNIT = Code("{probability}", "UCUM", "probability")
-PROCEDURE_CT_CHEST = Code("24627-2", "LN", "CT Chest")
+#: CID 100 (Quantitative Diagnostic Imaging Procedures) has no chest CT code;
+#: "CT unspecified body region" is its CT entry (TID 1500 row 4 requires CID 100).
+PROCEDURE_CT = codes.cid100.CTUnspecifiedBodyRegion
+TUMOUR_VOLUME = codes.SCT.Volume
+VOLUME_UNIT = codes.UCUM.CubicMillimeter
+#: TID 1502 row order (PS3.16): identifiers, time point, its type.
+TIME_POINT_ROW_ORDER = ("126070", "126071", "C2348792", "126072")
 QUALITATIVE_EVALUATIONS = Code("C0034375", "UMLS", "Qualitative Evaluations")
 TUMOUR = codes.SCT.Neoplasm
 RISK_VALUE = {"high": codes.SCT.HighRisk, "low": codes.SCT.LowRisk}
@@ -143,19 +181,30 @@ def build_sr(
         parameters=[f"ensemble={prediction.ensemble_kind}"],
         manufacturer=identity.MANUFACTURER,
     )
+    geometry = {
+        tp.label: tumour_geometry(
+            images_by_tp[tp.label],
+            seg_by_uid.get(tp.segmentation_sop_uid or "") if _is_seg(tp) else None,
+            tp.segment_number or 1,
+        )
+        for tp in timepoints
+    }
     groups: list[
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
     for tp in timepoints:
+        if geometry[tp.label].volume_mm3 is None:
+            continue  # no SEG pixel data: nothing to measure, see the module docstring
         groups.append(
             _group(
                 tp,
                 images_by_tp[tp.label],
                 seg_by_uid,
                 order[tp.label],
+                geometry[tp.label],
                 tracking=hd.sr.TrackingIdentifier(
-                    uid=identity.tracking_uid(prediction, "tumour"),
+                    uid=identity.tracking_uid(prediction, f"tumour:{tp.series_uid}"),
                     identifier=f"Tumour ({tp.label})",
                 ),
             )
@@ -171,6 +220,7 @@ def build_sr(
                 images_by_tp[anchor.label],
                 seg_by_uid,
                 order[anchor.label],
+                geometry[anchor.label],
                 tracking=hd.sr.TrackingIdentifier(
                     uid=identity.tracking_uid(prediction, ep.endpoint),
                     identifier=f"{ep.endpoint.upper()} benefit prediction",
@@ -193,7 +243,7 @@ def build_sr(
                 observer_type=codes.DCM.Device, observer_identifying_attributes=device
             )
         ),
-        procedure_reported=PROCEDURE_CT_CHEST,
+        procedure_reported=PROCEDURE_CT,
         imaging_measurements=groups,
         referenced_images=[ds for tp in timepoints for ds in images_by_tp[tp.label]],
     )
@@ -286,6 +336,7 @@ def _group(
     tp_images: Sequence[Dataset],
     seg_by_uid: dict[str, Dataset],
     order: int,
+    geometry: TumourGeometry,
     *,
     tracking: hd.sr.TrackingIdentifier,
     algorithm: hd.sr.AlgorithmIdentification | None = None,
@@ -294,38 +345,47 @@ def _group(
     hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
 ):
-    """One measurement group at timepoint ``tp``, referencing its tumour."""
-    time_point = hd.sr.TimePointContext(
-        time_point=tp.label,
-        time_point_type=codes.cid6146.Baseline
-        if tp.label == "baseline"
-        else codes.DCM.Posttreatment,
-        time_point_order=order,
-        subject_time_point_identifier=f"{tp.label}-{tp.study_date:%Y%m%d}",
-        protocol_time_point_identifier=tp.label,
+    """One measurement group at timepoint ``tp``, referencing its tumour.
+
+    Its measurement (the endpoint's probability, or the tumour volume) is
+    INFERRED FROM the tumour outline on the key slice (TID 300/320), which is
+    what lets OHIF place the group on the CT.
+    """
+    time_point = _time_point_context(tp, order)
+    where = hd.sr.CoordinatesForMeasurement(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=geometry.outline,
+        source_image=hd.sr.SourceImageForRegion(
+            str(geometry.key_image.SOPClassUID), str(geometry.key_image.SOPInstanceUID)
+        ),
     )
-    measurements = None
     evaluations = None
     if endpoint is not None:
-        measurements = [
-            hd.sr.Measurement(
-                name=probability_concept(endpoint.endpoint),
-                value=round(endpoint.probability, 6),
-                unit=PROBABILITY_UNIT,
-                algorithm_id=algorithm,
-            )
-        ]
+        measurement = hd.sr.Measurement(
+            name=probability_concept(endpoint.endpoint),
+            value=round(endpoint.probability, 6),
+            unit=PROBABILITY_UNIT,
+            algorithm_id=algorithm,
+        )
         evaluations = [
             hd.sr.QualitativeEvaluation(
                 name=risk_concept(endpoint.endpoint), value=RISK_VALUE[endpoint.risk]
             )
         ]
+    else:
+        if geometry.volume_mm3 is None:
+            raise ReportError(f"tumour of timepoint {tp.label} has no volume to report")
+        measurement = hd.sr.Measurement(
+            name=TUMOUR_VOLUME,
+            value=round(geometry.volume_mm3, 1),
+            unit=VOLUME_UNIT,
+        )
     common = {
         "tracking_identifier": tracking,
         "time_point_context": time_point,
         "finding_type": TUMOUR,
         "algorithm_id": algorithm,
-        "measurements": measurements,
+        "measurements": [measurement],
         "qualitative_evaluations": evaluations,
     }
     if tp.segmentation_sop_uid and _is_seg(tp):
@@ -340,14 +400,60 @@ def _group(
             segment_number=tp.segment_number or 1,
             source_series=hd.sr.SourceSeriesForSegmentation(tp.series_uid),
         )
-        return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        group: (
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+            | hd.sr.MeasurementsAndQualitativeEvaluations
+        ) = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             referenced_segment=segment, **common
         )
-    sources = [
-        hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
-        for ds in tp_images
-    ]
-    return hd.sr.MeasurementsAndQualitativeEvaluations(source_images=sources, **common)
+    else:
+        sources = [
+            hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+            for ds in tp_images
+        ]
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(source_images=sources, **common)
+    # highdicom refuses coordinates under a TID 1411 measurement (its ROI is
+    # the segment); the tumour outline is added after construction so that
+    # the NUM is INFERRED FROM the region a viewer can draw.
+    concept = measurement[0].ConceptNameCodeSequence[0]
+    num = next(
+        item
+        for item in group[0].ContentSequence
+        if item.ValueType == "NUM" and item.ConceptNameCodeSequence[0] == concept
+    )
+    if "ContentSequence" not in num:
+        num.ContentSequence = hd.sr.ContentSequence([])
+    num.ContentSequence.append(where)
+    return group
+
+
+def _time_point_context(tp: ImagingTimepoint, order: int) -> hd.sr.TimePointContext:
+    """TID 1502 of one timepoint, its rows in template order.
+
+    The order of the timepoint is carried by the Subject Time Point Identifier
+    (``T1-baseline-20240220``), not by the optional Time Point Order row: that
+    row is a NUM, and in a TID 1411 group template validators (pixelmed's
+    DicomSRValidator) take every NUM for a TID 1419 measurement, which must be
+    CONTAINS, not HAS OBS CONTEXT.  highdicom 0.28 writes Time Point before the
+    identifiers; the rows are put back in PS3.16 order.
+    """
+    context = hd.sr.TimePointContext(
+        time_point=tp.label,
+        time_point_type=codes.cid6146.Baseline
+        if tp.label == "baseline"
+        else codes.DCM.Posttreatment,
+        subject_time_point_identifier=f"T{order}-{tp.label}-{tp.study_date:%Y%m%d}",
+        protocol_time_point_identifier=tp.label,
+    )
+    rank = {code: index for index, code in enumerate(TIME_POINT_ROW_ORDER)}
+    items: list[hd.sr.ContentItem] = list(context)  # type: ignore[arg-type]
+    items.sort(
+        key=lambda item: rank.get(
+            str(item.ConceptNameCodeSequence[0].CodeValue), len(TIME_POINT_ROW_ORDER)
+        )
+    )
+    context[:] = items
+    return context
 
 
 def _qualitative_evaluations(prediction: Prediction) -> hd.sr.ContainerContentItem:

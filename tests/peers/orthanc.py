@@ -20,7 +20,8 @@ returns an :class:`OrthancPeer`; every Orthanc started by the fixture is killed
 at teardown (its log is printed on failure by pytest's captured output).
 Options: ``aet`` (default ``ORTHANC``), ``modalities`` (name -> (AET, host,
 port)), ``lua_scripts`` (paths), ``stable_age`` (seconds, default 1),
-``dicomweb`` (load the DICOMweb plugin), ``config`` (extra top-level keys).
+``dicomweb`` (load the DICOMweb plugin), ``auth`` ((user, password): HTTP basic
+authentication required, the REST client sends it), ``config`` (extra top-level keys).
 
 Orthanc has no bind-address option and listens on every interface:
 ``make test`` runs the suite in a loopback-only network namespace.
@@ -112,6 +113,7 @@ def launch_orthanc(
     lua_scripts: list[Path] | None = None,
     stable_age: int = 1,
     dicomweb: bool = False,
+    auth: tuple[str, str] | None = None,
     config: dict[str, Any] | None = None,
     ready_timeout: float = 30.0,
 ) -> OrthancPeer:
@@ -130,7 +132,8 @@ def launch_orthanc(
         "DicomPort": dicom_port,
         "DicomAet": aet,
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": auth is not None,
+        "RegisteredUsers": {auth[0]: auth[1]} if auth else {},
         "DicomCheckCalledAet": False,
         "DicomAlwaysAllowStore": True,
         "DicomModalities": {
@@ -161,7 +164,7 @@ def launch_orthanc(
         workdir=workdir,
         log_path=log_path,
         process=process,
-        rest=httpx.Client(base_url=url, timeout=30.0),
+        rest=httpx.Client(base_url=url, timeout=30.0, auth=auth),
     )
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:

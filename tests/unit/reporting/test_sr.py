@@ -1,5 +1,7 @@
 import highdicom as hd
 import pytest
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.uid import RTStructureSetStorage
 from unit.reporting.factories import Case
 
@@ -57,12 +59,110 @@ def test_time_point_context_names_every_timepoint(case):
         "Tumour (followup1)",
         "Tumour (followup2)",
     ]
-    assert len({g.tracking_uid for g in tumour_groups}) == 1  # one lesion tracked over time
-    orders = [
-        next(m.value for m in g.get_measurements() if m.name.value == "126073")
-        for g in tumour_groups
+    # Issue 15: one tracking UID per tracked finding (the tumour as seen on one
+    # CT), so viewers that merge groups by UID (OHIF) keep the timepoints apart.
+    assert len({g.tracking_uid for g in tumour_groups}) == 3
+    identifiers = [
+        next(item.TextValue for item in g if item.ConceptNameCodeSequence[0].CodeValue == "126070")
+        for g in (group[0].ContentSequence for group in tumour_groups)
     ]
-    assert orders == [1, 2, 3]
+    assert identifiers == ["T1-baseline-20240220", "T2-followup1-20240410", "T3-followup2-20240525"]
+
+
+def test_tracking_uids_are_stable_across_reruns_and_distinct_per_finding(case):
+    first = build_sr(case.prediction(), case.images, case.segmentations)
+    rerun = build_sr(case.prediction(labs=("late",)), case.images, case.segmentations)
+    uids = [{g.tracking_identifier: g.tracking_uid for g in _groups(sr)} for sr in (first, rerun)]
+    assert uids[0] == uids[1]
+    assert len(set(uids[0].values())) == len(uids[0]) == 5
+
+
+def test_procedure_reported_is_from_cid_100(case):
+    sr = build_sr(case.prediction(), case.images, case.segmentations)
+    [procedure] = [
+        item for item in sr.ContentSequence if item.ConceptNameCodeSequence[0].CodeValue == "121058"
+    ]
+    code = procedure.ConceptCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("25045-6", "LN")
+
+
+def test_private_coding_scheme_is_declared(case):
+    sr = build_sr(case.prediction(), case.images, case.segmentations)
+    declared = {item.CodingSchemeDesignator for item in sr.CodingSchemeIdentificationSequence}
+    used = set()
+
+    def walk(items):
+        for item in items:
+            for seq in ("ConceptNameCodeSequence", "ConceptCodeSequence"):
+                for code in item.get(seq, []):
+                    used.add(code.CodingSchemeDesignator)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    private = {scheme for scheme in used if scheme.startswith("99")}
+    assert private == {identity.CODING_SCHEME}
+    assert private <= declared
+
+
+def _scoords(group):
+    """SCOORDs under the NUM items of a group: what OHIF draws on the CT."""
+    return [
+        child
+        for item in group[0].ContentSequence
+        if item.ValueType == "NUM"
+        for child in item.get("ContentSequence", [])
+        if child.ValueType == "SCOORD"
+    ]
+
+
+def test_every_measurement_group_is_placed_on_a_ct_image(case):
+    """OHIF 3.13 crashes on a group whose measurements have no SCOORD (issue 15)."""
+    sr = build_sr(case.prediction(), case.images, case.segmentations)
+    ct_uids = {str(ds.SOPInstanceUID) for ds in case.images}
+    groups = _groups(sr)
+    assert len(groups) == 5
+    for group in groups:
+        [scoord] = _scoords(group)
+        assert scoord.RelationshipType == "INFERRED FROM"
+        assert scoord.GraphicType == "POLYLINE"
+        assert scoord.GraphicData[:2] == scoord.GraphicData[-2:]  # closed
+        [image] = scoord.ContentSequence
+        assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID in ct_uids
+    # No NUM without a measured value (OHIF formats every MeasuredValueSequence).
+    for group in groups:
+        for item in group[0].ContentSequence:
+            if item.ValueType == "NUM":
+                assert len(item.MeasuredValueSequence) == 1
+
+
+def test_tumour_volume_is_measured_from_the_seg(case):
+    sr = build_sr(case.prediction(), case.images, case.segmentations)
+    tumour = next(g for g in _groups(sr) if g.tracking_identifier == "Tumour (baseline)")
+    [volume] = tumour.get_measurements(name=codes.SCT.Volume)
+    # factories.make_seg: a 4 x 4 voxel square on 3 slices of 1 x 1 x 2 mm.
+    assert volume.value == pytest.approx(4 * 4 * 3 * 2.0)
+    assert volume.unit.value == "mm3"
+
+
+def test_headers_only_still_reports_every_endpoint_on_an_image(case):
+    """Without SEG pixel data (the runner reads headers) only endpoint groups remain."""
+    headers = [_without_pixels(ds) for ds in case.segmentations]
+    sr = build_sr(case.prediction(), case.images, headers)
+    groups = _groups(sr)
+    assert {g.tracking_identifier for g in groups} == {
+        "PFS6 benefit prediction",
+        "PFS9 benefit prediction",
+    }
+    for group in groups:
+        [scoord] = _scoords(group)
+        assert list(scoord.GraphicData) == [0, 0, 16, 0, 16, 16, 0, 16, 0, 0]
+    assert read_probabilities(sr) == {"pfs6": pytest.approx(0.73), "pfs9": pytest.approx(0.41)}
+
+
+def _without_pixels(ds):
+    copy = Dataset()
+    copy.update({elem.tag: elem for elem in ds if elem.keyword != "PixelData"})
+    return copy
 
 
 def test_report_lives_in_study_of_latest_ct_and_lists_all_images(case):
