@@ -9,7 +9,12 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMPS := .stamps
 FHIR_SERVER := tests/peers/fhir_server
-DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd docker-compose chromium chromium-driver pixelmed-apps default-jre-headless
+# The OHIF viewer the viewer tests open: @ohif/app's prebuilt dist/, pinned by
+# version and by the registry's sha512 integrity (npm pack, no dependency tree).
+OHIF_VERSION := 3.13.2
+OHIF_INTEGRITY := sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA==
+OHIF_DIR := tests/peers/ohif
+DEB_PACKAGES := orthanc orthanc-dicomweb dcmtk dicom3tools r-base-core r-cran-proc r-cran-survival iproute2 util-linux systemd docker-compose chromium chromium-driver pixelmed-apps default-jre-headless poppler-utils
 # Tests run in a private network namespace with only loopback up, so no peer
 # (Orthanc listens on every interface) is ever reachable from outside.  Where
 # namespaces are not permitted, they run on the host's loopback.
@@ -20,7 +25,7 @@ export PYTHONUTF8 := 1
 
 .PHONY: setup run test test-unit test-integration wheel-check bench lint format clean
 
-setup: $(STAMPS)/debian $(STAMPS)/venv $(STAMPS)/npm
+setup: $(STAMPS)/debian $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/ohif
 
 $(STAMPS)/debian: Makefile
 	@mkdir -p $(STAMPS)
@@ -46,6 +51,16 @@ $(STAMPS)/venv: pyproject.toml
 
 $(STAMPS)/npm: $(FHIR_SERVER)/package.json $(STAMPS)/debian
 	cd $(FHIR_SERVER) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(STAMPS)/ohif: Makefile $(STAMPS)/debian
+	rm -rf $(OHIF_DIR) && mkdir -p $(OHIF_DIR)
+	cd $(OHIF_DIR) && npm pack @ohif/app@$(OHIF_VERSION) --silent --loglevel=error >/dev/null
+	@test "sha512-$$(openssl dgst -sha512 -binary $(OHIF_DIR)/ohif-app-$(OHIF_VERSION).tgz | base64 -w0)" \
+	  = "$(OHIF_INTEGRITY)" || { echo "@ohif/app tarball integrity mismatch"; exit 1; }
+	tar xzf $(OHIF_DIR)/ohif-app-$(OHIF_VERSION).tgz -C $(OHIF_DIR) package/dist
+	mv $(OHIF_DIR)/package/dist $(OHIF_DIR)/dist && rm -r $(OHIF_DIR)/package $(OHIF_DIR)/*.tgz
+	echo $(OHIF_VERSION) > $(OHIF_DIR)/VERSION
 	@touch $@
 
 run: setup

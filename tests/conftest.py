@@ -5,4 +5,10 @@ plugins in ``tests/peers``; each picks free loopback ports so tests can run in
 parallel with anything else on the machine.
 """
 
-pytest_plugins = ["peers.common", "peers.cohort", "peers.orthanc", "peers.fhir_server_fixture"]
+pytest_plugins = [
+    "peers.common",
+    "peers.cohort",
+    "peers.orthanc",
+    "peers.fhir_server_fixture",
+    "peers.browser",
+]

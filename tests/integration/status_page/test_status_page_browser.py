@@ -11,13 +11,11 @@ Screenshots go to the test's tmp dir and to ``$ICIBENEFIT_TEST_ARTIFACTS``.
 
 from __future__ import annotations
 
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from peers.browser import save_screenshot
 
 from icibenefit.audit import study_reference
 from icibenefit.privacy import pseudonymize
@@ -33,58 +31,6 @@ from tests.integration.status_page.page_service import (
 )
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",  # the tests run as root
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1400,1800",
-)
-
-
-def _save_screenshot(driver: Any, tmp_path: Path, name: str) -> Path:
-    target = tmp_path / name
-    assert driver.save_screenshot(str(target)), "screenshot failed"
-    assert target.stat().st_size > 1000
-    artifacts = os.environ.get("ICIBENEFIT_TEST_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy2(target, Path(artifacts) / name)
-    return target
-
-
-@pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Headless Debian chromium through chromium-driver (no driver download)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    assert CHROMIUM.exists(), "Debian package chromium is missing (make setup installs it)"
-    assert CHROMEDRIVER.exists(), "Debian package chromium-driver is missing"
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must never fetch anything
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    service = Service(
-        executable_path=str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log")
-    )
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_status_page_in_chromium(service: ListenerProcess, browser: Any, tmp_path: Path) -> None:
@@ -114,7 +60,7 @@ def test_status_page_in_chromium(service: ListenerProcess, browser: Any, tmp_pat
     assert PATIENT_ID not in body
     assert "Tester" not in body
     assert first.study_uid not in browser.page_source
-    _save_screenshot(browser, tmp_path, "status-page-processed.png")
+    save_screenshot(browser, tmp_path, "status-page-processed.png")
 
     # A job that fails: with job_max_attempts = 1 it is dead at once.
     marker = service.data_dir / "FAIL"
@@ -128,7 +74,7 @@ def test_status_page_in_chromium(service: ListenerProcess, browser: Any, tmp_pat
     dead_row = browser.find_element(By.CSS_SELECTOR, f'#jobs tr[data-job-id="{dead["id"]}"]')
     assert dead_row.get_attribute("data-state") == "dead"
     assert "failing on purpose" in dead_row.text
-    _save_screenshot(browser, tmp_path, "status-page-dead-job.png")
+    save_screenshot(browser, tmp_path, "status-page-dead-job.png")
 
     marker.unlink()
     browser.find_element(By.ID, f"retry-{dead['id']}").click()
@@ -142,4 +88,4 @@ def test_status_page_in_chromium(service: ListenerProcess, browser: Any, tmp_pat
     row = browser.find_element(By.CSS_SELECTOR, f'#jobs tr[data-job-id="{dead["id"]}"]')
     assert row.get_attribute("data-state") == "done"
     assert not browser.find_elements(By.ID, f"retry-{dead['id']}")
-    _save_screenshot(browser, tmp_path, "status-page-retried.png")
+    save_screenshot(browser, tmp_path, "status-page-retried.png")

@@ -20,7 +20,7 @@ from icibenefit.domain import (
     ImagingTimepoint,
     Prediction,
 )
-from tests.peers.dicom_objects import CtHeader, ct_series, seg_from_mask
+from tests.peers.dicom_objects import CtHeader, ct_series, seg_from_mask, sphere_hu
 
 PATIENT_ID = "SYN-0001"
 TREATMENT_START = dt.date(2024, 3, 1)
@@ -33,8 +33,9 @@ def make_ct_series(
     n_slices: int = 3,
     size: int = 16,
     patient_id: str = PATIENT_ID,
+    hu: np.ndarray | None = None,
 ) -> list[Dataset]:
-    """A tiny axial CT series whose UIDs follow from its series UID."""
+    """An axial CT series whose UIDs follow from its series UID (tiny noise unless ``hu``)."""
     header = CtHeader(
         study_uid=study_uid,
         series_uid=series_uid,
@@ -45,7 +46,8 @@ def make_ct_series(
         study_time="100000",
         accession_number="ACC" + study_date.strftime("%y%m%d"),
     )
-    hu = np.random.default_rng(7).integers(-1000, 400, size=(n_slices, size, size))
+    if hu is None:
+        hu = np.random.default_rng(7).integers(-1000, 400, size=(n_slices, size, size))
     return ct_series(
         hu,
         header=header,
@@ -65,10 +67,42 @@ def make_seg(ct: list[Dataset], label: str = "tumour") -> hd.seg.Segmentation:
     return seg_from_mask(ct, {label: mask}, stable_uids=True)
 
 
-class Case:
-    """One synthetic patient: CT series + SEG per timepoint and a matching Prediction."""
+def tumour_ct(
+    radius_vox: float, size: int = 128, n_slices: int = 24
+) -> tuple[np.ndarray, np.ndarray]:
+    """A chest-like volume (air-filled lung in soft tissue) with a spherical tumour.
 
-    def __init__(self, n_followups: int = 2, patient_id: str = PATIENT_ID) -> None:
+    For viewer tests, where a 16x16 noise image would show nothing a radiologist
+    could recognise; returns (HU (z, y, x), tumour mask).
+    """
+    hu, tumour = sphere_hu(
+        (n_slices, size, size),
+        (n_slices / 2, size * 0.45, size * 0.6),
+        radius_vox,
+        spacing=(1.0, 1.0, 2.0),
+        inside=35.0,
+        outside=-850.0,
+        noise=25.0,
+        seed=int(radius_vox * 10),
+    )
+    _, yy, xx = np.indices(hu.shape)
+    body = ((yy - size / 2) / (size * 0.47)) ** 2 + ((xx - size / 2) / (size * 0.49)) ** 2 <= 1
+    lung = ((yy - size / 2) / (size * 0.38)) ** 2 + ((xx - size / 2) / (size * 0.42)) ** 2 <= 1
+    hu = np.where(body & ~lung & ~tumour, 40.0, hu)
+    hu = np.where(~body, -1000.0, hu)
+    return hu, tumour
+
+
+class Case:
+    """One synthetic patient: CT series + SEG per timepoint and a matching Prediction.
+
+    ``anatomy`` builds 128x128x24 chest-like CTs with a tumour that shrinks over
+    the timepoints (for the viewer tests) instead of tiny noise images.
+    """
+
+    def __init__(
+        self, n_followups: int = 2, patient_id: str = PATIENT_ID, *, anatomy: bool = False
+    ) -> None:
         self.patient_id = patient_id
         self.images: list[Dataset] = []
         self.segmentations: list[Dataset] = []
@@ -79,8 +113,13 @@ class Case:
             study_uid = generate_uid(entropy_srcs=[patient_id, label, "study"])
             series_uid = generate_uid(entropy_srcs=[patient_id, label, "series"])
             date = TREATMENT_START + dt.timedelta(days=offset)
-            ct = make_ct_series(study_uid, series_uid, date, patient_id=patient_id)
-            seg = make_seg(ct)
+            if anatomy:
+                hu, tumour = tumour_ct(radius_vox=9.0 - 2.5 * len(self.segmentations))
+                ct = make_ct_series(study_uid, series_uid, date, patient_id=patient_id, hu=hu)
+                seg = seg_from_mask(ct, {"tumour": tumour}, stable_uids=True)
+            else:
+                ct = make_ct_series(study_uid, series_uid, date, patient_id=patient_id)
+                seg = make_seg(ct)
             self.images.extend(ct)
             self.segmentations.append(seg)
             self.timepoints.append(
