@@ -97,6 +97,8 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@# Layers and the serving/training split (pyproject's [tool.importlinter]).
+	$(VENV)/bin/lint-imports
 	@# mypy cannot follow setuptools' package-dir mapping, so it checks a symlink
 	@# tree laid out like the installed package.
 	@rm -rf $(STAMPS)/typecheck && mkdir -p $(STAMPS)/typecheck/icibenefit
