@@ -97,8 +97,6 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	@# Layers and the serving/training split (pyproject's [tool.importlinter]).
-	$(VENV)/bin/lint-imports
 	@# mypy cannot follow setuptools' package-dir mapping, so it checks a symlink
 	@# tree laid out like the installed package.
 	@rm -rf $(STAMPS)/typecheck && mkdir -p $(STAMPS)/typecheck/icibenefit
@@ -106,6 +104,9 @@ lint: setup
 	@for d in listener pipeline fhir reporting model_store training synth; do \
 	  ln -s ../../../$$d $(STAMPS)/typecheck/icibenefit/$$d; done
 	cd $(STAMPS)/typecheck && ../../$(VENV)/bin/mypy --config-file ../../pyproject.toml -p icibenefit
+	@# Layers and the serving/training split (pyproject's [tool.importlinter]), on the
+	@# same tree: import-linter, like mypy, walks folders and cannot see package-dir.
+	cd $(STAMPS)/typecheck && PYTHONPATH=. ../../$(VENV)/bin/lint-imports --config ../../pyproject.toml --no-cache
 
 format: setup
 	$(VENV)/bin/ruff format .
