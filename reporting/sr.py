@@ -131,6 +131,23 @@ def summary_text(prediction: Prediction) -> str:
     return "\n".join(lines)
 
 
+def endpoint_comment(prediction: Prediction, endpoint: EndpointPrediction) -> str:
+    """One line a viewer can show beside the probability (OHIF lists group comments).
+
+    The probability and risk group are coded items of the group too; the
+    comment repeats them with the model version and, for a demonstration
+    model, the notice, because OHIF's SR viewport shows only NUM values and
+    comments, not CODE items or algorithm identification.
+    """
+    text = (
+        f"{endpoint.endpoint.upper()}: {endpoint.risk} risk, P(benefit) {endpoint.probability:.2f};"
+        f" model {prediction.bundle_name} {prediction.bundle_version}"
+    )
+    if prediction.demonstration:
+        text += "; demonstration model, not for clinical use"
+    return text
+
+
 def top_features_text(endpoint: EndpointPrediction, limit: int = 5) -> str:
     """The strongest contributions, largest absolute first, e.g. ``"nlr_baseline (-0.12)"``."""
     ranked = sorted(endpoint.top_features, key=lambda f: abs(f.contribution), reverse=True)
@@ -193,24 +210,10 @@ def build_sr(
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
         | hd.sr.MeasurementsAndQualitativeEvaluations
     ] = []
-    for tp in timepoints:
-        if geometry[tp.label].volume_mm3 is None:
-            continue  # no SEG pixel data: nothing to measure, see the module docstring
-        groups.append(
-            _group(
-                tp,
-                images_by_tp[tp.label],
-                seg_by_uid,
-                order[tp.label],
-                geometry[tp.label],
-                tracking=hd.sr.TrackingIdentifier(
-                    uid=identity.tracking_uid(prediction, f"tumour:{tp.series_uid}"),
-                    identifier=f"Tumour ({tp.label})",
-                ),
-            )
-        )
     # The prediction belongs to the latest timepoint with a segmentation: that
-    # is the tumour the endpoint groups reference.
+    # is the tumour the endpoint groups reference.  Endpoint groups come first:
+    # OHIF opens an SR at its first measurement, and this one lies on the CT
+    # of the SR's own study (the baseline may not be loaded in the viewer).
     segmented = [tp for tp in timepoints if tp.segmentation_sop_uid] or timepoints
     anchor = segmented[-1]
     for ep in prediction.endpoints:
@@ -227,9 +230,26 @@ def build_sr(
                 ),
                 algorithm=algorithm,
                 endpoint=ep,
+                comment=endpoint_comment(prediction, ep),
             )
         )
 
+    for tp in timepoints:
+        if geometry[tp.label].volume_mm3 is None:
+            continue  # no SEG pixel data: nothing to measure, see the module docstring
+        groups.append(
+            _group(
+                tp,
+                images_by_tp[tp.label],
+                seg_by_uid,
+                order[tp.label],
+                geometry[tp.label],
+                tracking=hd.sr.TrackingIdentifier(
+                    uid=identity.tracking_uid(prediction, f"tumour:{tp.series_uid}"),
+                    identifier=f"Tumour ({tp.label})",
+                ),
+            )
+        )
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=identity.device_uid(prediction),
         name=identity.PLUGIN_NAME,
@@ -341,6 +361,7 @@ def _group(
     tracking: hd.sr.TrackingIdentifier,
     algorithm: hd.sr.AlgorithmIdentification | None = None,
     endpoint: EndpointPrediction | None = None,
+    comment: str | None = None,
 ) -> (
     hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
     | hd.sr.MeasurementsAndQualitativeEvaluations
@@ -424,6 +445,14 @@ def _group(
     if "ContentSequence" not in num:
         num.ContentSequence = hd.sr.ContentSequence([])
     num.ContentSequence.append(where)
+    if comment is not None:
+        group[0].ContentSequence.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=comment,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
     return group
 
 

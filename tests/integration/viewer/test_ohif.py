@@ -135,6 +135,8 @@ def test_sr_opens_in_ohif_and_shows_the_result(
     assert not [m for m in _console_errors(browser) if "TypeError" in m]
     assert "0.73" in page
     assert "0.41" in page
+    assert "low risk" in page  # PFS6 0.73
+    assert "high risk" in page  # PFS9 0.41
     assert "2024.1.0" in page
     assert "not for clinical use" in page.lower()
 

@@ -273,3 +273,22 @@ def test_rtstruct_timepoint_references_its_ct_images(case):
 def test_prediction_without_imaging_is_an_error(case):
     with pytest.raises(ReportError):
         build_sr(case.prediction(timepoints=[]), case.images, case.segmentations)
+
+
+def test_endpoint_groups_come_first_with_a_comment_viewers_show(case):
+    sr = build_sr(case.prediction({"pfs6": 0.73, "pfs9": 0.41}), case.images, case.segmentations)
+    measurements = next(
+        item
+        for item in sr.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeMeaning == "Imaging Measurements"
+    )
+    groups = list(measurements.ContentSequence)
+    comments = [
+        item.TextValue
+        for group in groups[:2]
+        for item in group.ContentSequence
+        if item.ConceptNameCodeSequence[0].CodeValue == "121106"
+    ]
+    assert comments[0].startswith("PFS6: low risk, P(benefit) 0.73; model icibenefit-demo 2024.1.0")
+    assert comments[1].startswith("PFS9: high risk, P(benefit) 0.41")
+    assert all(c.endswith("demonstration model, not for clinical use") for c in comments)
