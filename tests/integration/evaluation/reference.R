@@ -48,6 +48,8 @@ for (name in names(data)) {
   recal <- coef(glm(y ~ qlogis(a), family = binomial, data = d,
                     control = glm.control(epsilon = 1e-14, maxit = 100)))
   hl <- hoslem(d$y, d$a, 10)
+  # Harrell's C of the score against survival time, "larger a = longer survival".
+  cindex <- concordance(Surv(time, event) ~ a, data = d)$concordance
   rows[[name]] <- data.frame(
     name = name, n = nrow(d),
     auc_a = as.numeric(auc(r1)), auc_b = as.numeric(auc(r2)),
@@ -57,7 +59,7 @@ for (name in names(data)) {
     hr = fit$conf.int[1, "exp(coef)"], hr_lo = fit$conf.int[1, "lower .95"],
     hr_hi = fit$conf.int[1, "upper .95"], cox_p = fit$coefficients[1, "Pr(>|z|)"],
     cal_intercept = unname(recal[1]), cal_slope = unname(recal[2]),
-    hl_chi2 = hl[1], hl_p = hl[2], hl_df = hl[3]
+    hl_chi2 = hl[1], hl_p = hl[2], hl_df = hl[3], c_index = cindex
   )
 }
 write.csv(do.call(rbind, rows), args[2], row.names = FALSE)

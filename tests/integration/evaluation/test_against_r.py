@@ -30,7 +30,22 @@ BOOTSTRAP_TOLERANCE = 0.02
 BOOTSTRAP_MIN_N = 60
 
 
-def _random_dataset(seed: int, n: int, *, tied_scores: bool, tied_times: bool) -> pd.DataFrame:
+def _random_dataset(
+    seed: int,
+    n: int,
+    *,
+    tied_scores: bool,
+    tied_times: bool,
+    n_high: int | None = None,
+    time_step: float | None = None,
+    events_high_only: bool = False,
+) -> pd.DataFrame:
+    """A seeded dataset; the keyword options make the hard survival cases.
+
+    ``n_high`` puts exactly that many patients in the high group (a >= 0.5),
+    ``time_step`` rounds times up to multiples of it (heavy ties), and
+    ``events_high_only`` censors every patient of the low group.
+    """
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
     y[:3], y[3:6] = 0, 1
@@ -41,9 +56,17 @@ def _random_dataset(seed: int, n: int, *, tied_scores: bool, tied_times: bool) -
     time = rng.exponential(8 + 6 * (a > 0), size=n)
     if tied_times:
         time = np.ceil(time)
+    if time_step is not None:
+        time = np.ceil(time / time_step) * time_step
     event = (rng.uniform(size=n) < 0.75).astype(int)
     # Scores as probabilities, as the models give them; groups are a >= 0.5 (a > 0 before).
-    return pd.DataFrame({"y": y, "a": expit(a), "b": expit(b), "time": time, "event": event})
+    score = expit(a)
+    if n_high is not None:
+        rank = np.argsort(np.argsort(-a))  # 0 = highest
+        score = np.where(rank < n_high, 0.5 + 0.4 * expit(a), 0.45 * expit(a))
+    if events_high_only:
+        event = np.where(score >= 0.5, np.maximum(event, 1), 0)
+    return pd.DataFrame({"y": y, "a": score, "b": expit(b), "time": time, "event": event})
 
 
 DATASETS = {
@@ -54,6 +77,16 @@ DATASETS = {
     "n20_small": dict(seed=5, n=20, tied_scores=False, tied_times=True),
     "n24_small_ties": dict(seed=7, n=24, tied_scores=True, tied_times=True),
     "n14_small_ties": dict(seed=6, n=14, tied_scores=True, tied_times=True),
+    # Hard survival cases (issue 20): a high group of 4 and of 5 patients, heavy
+    # ties (times on a coarse grid), and events in one group only.
+    "n40_group4": dict(seed=8, n=40, tied_scores=False, tied_times=False, n_high=4),
+    "n50_group5_ties": dict(
+        seed=9, n=50, tied_scores=False, tied_times=False, n_high=5, time_step=6.0
+    ),
+    "n60_heavy_ties": dict(seed=10, n=60, tied_scores=True, tied_times=False, time_step=5.0),
+    "n30_events_high_only": dict(
+        seed=11, n=30, tied_scores=False, tied_times=True, events_high_only=True
+    ),
 }
 
 
@@ -162,6 +195,12 @@ def test_c_index_equals_lifelines(name: str, datasets, ours) -> None:
     frame = datasets[name]
     expected = concordance_index(frame["time"], frame["a"], frame["event"])
     assert ours[name].models["a"].survival["s"].c_index == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_c_index_equals_survival_concordance(name: str, r_reference: pd.DataFrame, ours) -> None:
+    expected = r_reference.loc[name, "c_index"]
+    assert ours[name].models["a"].survival["s"].c_index == pytest.approx(expected, abs=EXACT)
 
 
 @pytest.mark.parametrize("name", NAMES)
