@@ -120,9 +120,9 @@ def serve_ohif(orthanc_url: str, dist: Path = OHIF_DIST) -> OhifServer:
                 self._static(path)
 
         def _proxy(self, body: bytes) -> None:
-            headers = {
-                k: v for k, v in self.headers.items() if k.lower() not in {"host", *HOP_BY_HOP}
-            }
+            # Host is passed on, as a reverse proxy does: Orthanc's DICOMweb plugin
+            # writes absolute BulkDataURIs with it, which must point back here.
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             answer = client.request(self.command, self.path, headers=headers, content=body)
             self.send_response(answer.status_code)
             for key, value in answer.headers.items():

@@ -13,6 +13,7 @@ displayed over the CT.  Screenshots go to ``$ICIBENEFIT_TEST_ARTIFACTS``.
 from __future__ import annotations
 
 import io
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from peers.orthanc import OrthancPeer
 from pydicom import Dataset
 from unit.reporting.factories import Case
 
+from icibenefit.reporting.pdf_report import build_pdf_report
 from icibenefit.reporting.sr import build_sr
 
 pytestmark = pytest.mark.integration
@@ -46,8 +48,10 @@ def viewer_case(start_orthanc: Callable[..., OrthancPeer]) -> Iterator[tuple[Ohi
     """Orthanc holding one patient's CTs, SEGs and SR, and OHIF serving it."""
     pacs = start_orthanc(dicomweb=True)
     case = Case(n_followups=1, anatomy=True)
-    sr = build_sr(case.prediction(PROBABILITIES), case.images, case.segmentations)
-    _upload(pacs, [*case.images, *case.segmentations, sr])
+    prediction = case.prediction(PROBABILITIES)
+    sr = build_sr(prediction, case.images, case.segmentations)
+    pdf = build_pdf_report(prediction, case.images, case.segmentations)
+    _upload(pacs, [*case.images, *case.segmentations, sr, pdf])
     server = serve_ohif(pacs.url)
     try:
         yield server, case
@@ -127,7 +131,7 @@ def test_sr_opens_in_ohif_and_shows_the_result(
     assert "SEG" in page
     save_screenshot(browser, tmp_path, "ohif-study.png")
 
-    _open_series(browser, "//*[contains(text(), 'icibenefit')]")
+    _open_series(browser, "//*[contains(text(), 'icibenefit ICI benefit')]")
     time.sleep(5)
     page = _wait_text(browser, "PFS6")
     save_screenshot(browser, tmp_path, "ohif-icibenefit-sr.png")
@@ -157,3 +161,52 @@ def test_seg_tumour_displays_over_the_ct(
     # The CT is grey; OHIF paints the tumour segment in colour over it.
     assert before == 0
     assert after > 200, f"no segment overlay visible ({after} red pixels)"
+
+
+def _displayed_pdf(driver: Any, timeout: float = 60.0) -> bytes:
+    """The bytes of the PDF that OHIF's PDF viewport shows (its ``<object>``'s data)."""
+    import base64
+
+    from selenium.webdriver.common.by import By
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = driver.find_elements(By.CSS_SELECTOR, "object[type='application/pdf']")
+        url = found[0].get_attribute("data") if found else None
+        if url:
+            encoded = driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                "fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => {"
+                " let s = ''; const a = new Uint8Array(b);"
+                " for (let i = 0; i < a.length; i++) s += String.fromCharCode(a[i]);"
+                " done(btoa(s)); }).catch(e => done(''));",
+                url,
+            )
+            if encoded:
+                return base64.b64decode(encoded)
+        time.sleep(0.5)
+    raise AssertionError("OHIF did not display the PDF report")
+
+
+def test_pdf_report_displays_in_ohif(
+    viewer_case: tuple[OhifServer, Case], browser: Any, tmp_path: Path
+) -> None:
+    server, case = viewer_case
+    browser.get(server.viewer_url(case.timepoints[-1].study_uid))
+    _wait_text(browser, "icibenefit report")
+    _skip_tour(browser)
+    _open_series(browser, "//*[contains(text(), 'icibenefit report')]")
+    pdf = _displayed_pdf(browser)
+    save_screenshot(browser, tmp_path, "ohif-icibenefit-pdf.png")
+    assert ERROR_BANNER not in _wait_text(browser, "icibenefit report")
+    assert pdf.startswith(b"%PDF")
+    # Poppler's pdftotext reads what a radiologist would read in the document.
+    path = tmp_path / "report.pdf"
+    path.write_bytes(pdf)
+    text = subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "0.73" in text
+    assert "0.41" in text
+    assert "2024.1.0" in text
+    assert "not for clinical use" in text.lower()
