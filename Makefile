@@ -22,6 +22,8 @@ ISOLATE := $(shell unshare --net true 2>/dev/null && echo "unshare --net")
 PYTEST_ARGS ?=
 # Tests decode tool output as UTF-8 whatever the CI machine's locale is.
 export PYTHONUTF8 := 1
+# Screenshots of the browser tests (status page, OHIF) are kept here as test artefacts.
+export ICIBENEFIT_TEST_ARTIFACTS ?= $(CURDIR)/test-artifacts
 
 .PHONY: setup run test test-unit test-integration wheel-check bench lint format clean
 
