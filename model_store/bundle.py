@@ -214,7 +214,11 @@ class ModelBundle:
         return sorted(Path(rel).stem for rel in self.manifest.files if rel.startswith(prefix))
 
     def estimator(self, name: str) -> Any:
-        """The fitted estimator ``name``, built by skops from allow-listed types only."""
+        """The fitted estimator ``name``, built by skops from allow-listed types only.
+
+        Typed ``Any``: the store holds whatever was added; inference reads it
+        through :class:`icibenefit.pipeline.predictor.Classifier` (a layer above).
+        """
         relative_path = f"{ESTIMATOR_DIR}/{_check_member_name(name)}.skops"
         if relative_path not in self._cache:
             import skops.io as sio
@@ -237,7 +241,7 @@ class ModelBundle:
         return dict(load(self._verified_bytes(relative_path)))
 
     def json(self, name: str) -> Any:
-        """The JSON document ``name``."""
+        """The JSON document ``name`` (parsed JSON, hence ``Any``)."""
         relative_path = f"{JSON_DIR}/{_check_member_name(name)}.json"
         return json.loads(self._verified_bytes(relative_path))
 

@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,10 +60,19 @@ class ModelStore:
     ----------
     root
         The store folder (``Settings.resolved_model_store_dir``); created on first write.
+    verify
+        Checks a stored bundle before :meth:`promote` or :meth:`rollback` makes it
+        active, raising :class:`~icibenefit.errors.ModelBundleError` when it is
+        unusable (:func:`~icibenefit.model_store.bundle.verify_bundle`, every
+        checksum, by default).  Tests of the pointer bookkeeping pass a no-op.
+        :meth:`add` always runs ``verify_bundle``: it needs the manifest.
     """
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(
+        self, root: Path | str, *, verify: Callable[[Path], object] = verify_bundle
+    ) -> None:
         self.root = Path(root)
+        self.verify = verify
 
     @property
     def bundles_dir(self) -> Path:
@@ -135,7 +145,7 @@ class ModelStore:
 
     def promote(self, bundle_id: str) -> None:
         """Make ``bundle_id`` active after verifying it; the old one can be rolled back to."""
-        verify_bundle(self.bundle_path(bundle_id))
+        self.verify(self.bundle_path(bundle_id))
         pointer = self.pointer()
         if pointer.active == bundle_id:
             return
@@ -160,7 +170,7 @@ class ModelStore:
         if not pointer.previous:
             raise ModelBundleError(f"nothing to roll back to in store {self.root}")
         target = pointer.previous[-1]
-        verify_bundle(self.bundle_path(target))
+        self.verify(self.bundle_path(target))
         self._write_pointer(
             ActivePointer(
                 active=target,

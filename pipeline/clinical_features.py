@@ -325,7 +325,8 @@ class KMeansImputer(TransformerMixin, BaseEstimator):
     def transform(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Fill the missing entries of ``X`` from each row's nearest centroid."""
         check_is_fitted(self, "cluster_centers_")
-        data = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
+        # check_array is untyped; it returns a float64 array (a copy only when needed).
+        data: NDArray[np.float64] = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan")
         if data.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {data.shape[1]} features, but KMeansImputer is expecting "

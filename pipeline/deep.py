@@ -58,7 +58,7 @@ INPUT_SHAPE: Final = (N_SLICES, PATCH_SIZE, PATCH_SIZE)
 #: Conv layers that fine-tuning on PFS6 trains (with ``fc500`` and ``out``).
 FINE_TUNED_CONV_LAYERS: Final = ("conv3", "conv4")
 
-#: The layer table above as data, for the model bundle's manifest.
+#: The layer table above as data (JSON values), for the model bundle's manifest.
 LAYER_TABLE: Final[list[dict[str, Any]]] = [
     {"name": "input", "kind": "Input", "output_shape": [5, 47, 47]},
     {
@@ -152,11 +152,14 @@ class NoduleXNet(nn.Module):
         x = self.pool(self.act(self.conv2(x)))
         x = self.pool(self.act(self.conv3(x)))
         x = self.act(self.conv4(x))
-        return self.fc500_act(self.fc500(torch.flatten(x, start_dim=1)))
+        # nn.Module.__call__ is typed Any; the layers above return tensors.
+        features: torch.Tensor = self.fc500_act(self.fc500(torch.flatten(x, start_dim=1)))
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[n, 2]``."""
-        return self.out(self.drop(self.deep_features(x)))
+        logits: torch.Tensor = self.out(self.drop(self.deep_features(x)))
+        return logits
 
 
 def build_network(seed: int | None = None) -> NoduleXNet:

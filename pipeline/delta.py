@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -77,7 +76,7 @@ class DeltaClipper(TransformerMixin, BaseEstimator):
         tags.input_tags.allow_nan = True
         return tags
 
-    def fit(self, X: ArrayLike, y: Any = None) -> DeltaClipper:
+    def fit(self, X: ArrayLike, y: object = None) -> DeltaClipper:
         """Learn the per-column bounds from training deltas.
 
         Raises

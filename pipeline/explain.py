@@ -20,20 +20,24 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from sklearn.cluster import KMeans
 
 from icibenefit.domain import FeatureContribution
+from icibenefit.pipeline.predictor import Classifier
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline  # the type only: no import at run time
 
 #: Coalitions sampled per explained row: enough for a stable top-5 on ~60 features.
 DEFAULT_NSAMPLES = 200
 BACKGROUND_SIZE = 10
 
 
-def background(pipeline: Any, X_train: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
+def background(pipeline: Pipeline, X_train: NDArray[np.float64], seed: int) -> NDArray[np.float64]:
     """K-means summary of the imputed training rows (at most :data:`BACKGROUND_SIZE` rows)."""
     imputed = pipeline.named_steps["impute"].transform(X_train)
     k = min(BACKGROUND_SIZE, len(imputed))
@@ -44,7 +48,7 @@ def background(pipeline: Any, X_train: NDArray[np.float64], seed: int) -> NDArra
 
 
 def shap_values(
-    pipeline: Any,
+    pipeline: Classifier,
     reference: NDArray[np.float64],
     X: NDArray[np.float64],
     *,

@@ -39,7 +39,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels.processing import apply_modality_lut
 
 from icibenefit.errors import DicomInputError, GeometryError
 
@@ -90,6 +90,8 @@ def header_value(ds: Dataset, keyword: str, sequence: str) -> Any:
     Multi-frame (Enhanced) CT keeps geometry and reconstruction attributes in
     functional-group ``sequence`` items (e.g. PixelMeasuresSequence) rather than
     at the top level; header-only code (series summaries) reads them here.
+    The value is pydicom's, whose type depends on the attribute's VR (hence
+    ``Any``); None when the attribute is nowhere.
     """
     if keyword in ds:
         return ds.get(keyword)
@@ -107,8 +109,9 @@ def slice_normal(ds: Dataset) -> np.ndarray:
     if value is None:
         raise GeometryError(f"instance {ds.get('SOPInstanceUID', '?')} has no image orientation")
     orientation = np.asarray(value, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    return normal / np.linalg.norm(normal)
+    normal: np.ndarray = np.cross(orientation[:3], orientation[3:])
+    unit: np.ndarray = normal / np.linalg.norm(normal)
+    return unit
 
 
 def is_axial(ds: Dataset) -> bool:
@@ -236,7 +239,8 @@ def _frames(ds: Dataset) -> list[_Frame]:
     def frame_hu(index: int, slope: float, intercept: float) -> np.ndarray:
         if not decoded:  # decode every frame once, on first use
             decoded.append(np.asarray(_decode(ds)).reshape(-1, *shape))
-        return decoded[0][index].astype(np.float32) * np.float32(slope) + np.float32(intercept)
+        frame: np.ndarray = decoded[0][index]
+        return frame.astype(np.float32) * np.float32(slope) + np.float32(intercept)
 
     frames = []
     for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):

@@ -20,7 +20,8 @@ import datetime as dt
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 import pydicom
@@ -28,7 +29,8 @@ from numpy.typing import NDArray
 
 from icibenefit.domain import ClinicalRecord, FeatureContribution, ImagingTimepoint, Prediction
 from icibenefit.errors import IciBenefitError, ModelBundleError, TimelineError
-from icibenefit.model_store.bundle import load_bundle
+from icibenefit.model_store.bundle import ModelBundle, load_bundle
+from icibenefit.model_store.manifest import BundleManifest
 from icibenefit.pipeline.explain import shap_values, top_features
 from icibenefit.pipeline.images import load_ct_volume
 from icibenefit.pipeline.normalization import IntensityNormalizer
@@ -49,6 +51,12 @@ from icibenefit.pipeline.timeline import (
     build_timeline,
     records_from_headers,
 )
+
+if TYPE_CHECKING:
+    # torch-backed modules: named for the type checker only, so importing this
+    # module (the service does at start-up) does not load torch.
+    from icibenefit.pipeline.deep import NoduleXNet
+    from icibenefit.pipeline.unet import UNet25D
 
 log = logging.getLogger(__name__)
 
@@ -140,19 +148,27 @@ def plan_timepoints(
 class ImagingSettings:
     """What imaging features depend on: the bundle's (or training's) learned preprocessing.
 
-    ``rules`` are the operator's clinical rules (timepoints, series, primary tumour).
+    ``normalizer`` is None for a bundle without an imaging model (clinical data
+    only); ``network`` (DF-imm and the CNN-baseline probability) and ``unet``
+    (deep radiomics) are None when the bundle has no such network.
+    ``radiomics_params`` is pyradiomics' parameter document (JSON/YAML data, hence
+    ``Any`` values).  ``rules`` are the operator's clinical rules (timepoints,
+    series, primary tumour).
     """
 
-    normalizer: Any
+    normalizer: IntensityNormalizer | None
     radiomics_params: Mapping[str, Any]
     radiomics_features: tuple[str, ...] | None
-    network: Any = None
-    unet: Any = None
+    network: NoduleXNet | None = None
+    unet: UNet25D | None = None
     rules: PipelineRules = field(default_factory=PipelineRules)
 
 
 def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> TimepointFeatures:
     """Load one timepoint's CT and mask and compute its radiomics and deep features."""
+    normalizer = settings.normalizer
+    if normalizer is None:  # callers check first: a bundle without one serves clinical data only
+        raise ValueError("imaging features need the learned intensity normalizer")
     ct = load_ct_volume(planned.ct_files)
     mask = load_tumour_mask(
         planned.segmentation_file, ct, primary_labels=settings.rules.primary_labels
@@ -160,7 +176,7 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
     radiomics = extract_radiomics(
         ct.image,
         mask.mask,
-        settings.normalizer,
+        normalizer,
         params=settings.radiomics_params,
         feature_names=settings.radiomics_features,
     )
@@ -171,7 +187,7 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
         from icibenefit.pipeline.deep import cnn_probability, extract_deep_features
         from icibenefit.pipeline.torch_threads import torch_threads
 
-        patch = tumour_patch(ct.image, mask.mask, settings.normalizer).image[None]
+        patch = tumour_patch(ct.image, mask.mask, normalizer).image[None]
         # One thread and one patch per call: convolution sums then run in one
         # fixed order, so training workers and inference get identical values.
         with torch_threads(1):
@@ -182,7 +198,7 @@ def timepoint_features(planned: PlannedTimepoint, settings: ImagingSettings) -> 
     if settings.unet is not None:
         from icibenefit.pipeline.unet import unet_features  # torch: imported on first use
 
-        unet = unet_features(settings.unet, ct.image, mask.mask, settings.normalizer)
+        unet = unet_features(settings.unet, ct.image, mask.mask, normalizer)
     timepoint = planned.imaging_timepoint(
         image_sop_uids=ct.sop_instance_uids,
         segmentation_sop_uid=mask.sop_instance_uid,
@@ -237,7 +253,7 @@ class BundlePredictor:
     bundle's training (see :meth:`~icibenefit.pipeline.rules.PipelineRules.differences`).
     """
 
-    bundle: Any
+    bundle: ModelBundle
     predictor: Predictor
     imaging: ImagingSettings
     rule_differences: tuple[str, ...] = ()
@@ -277,7 +293,7 @@ class BundlePredictor:
         )
 
 
-def catalogue_from_manifest(manifest: Any) -> ModelCatalogue:
+def catalogue_from_manifest(manifest: BundleManifest) -> ModelCatalogue:
     """The serving catalogue a bundle's manifest describes."""
     described = manifest.extra.get("catalogue")
     if not described:
@@ -290,7 +306,7 @@ def catalogue_from_manifest(manifest: Any) -> ModelCatalogue:
     )
 
 
-def bundle_unet(bundle: Any) -> Any:
+def bundle_unet(bundle: ModelBundle) -> UNet25D | None:
     """The bundle's UNET (seed 2's deep radiomics, ``tensors/unet``) in eval mode, or None."""
     if "unet" not in bundle.names("tensors"):
         return None
@@ -300,7 +316,7 @@ def bundle_unet(bundle: Any) -> Any:
 
 
 def open_bundle(
-    path: Any, *, explain: bool = True, rules: PipelineRules | None = None
+    path: Path | str, *, explain: bool = True, rules: PipelineRules | None = None
 ) -> BundlePredictor:
     """Load and verify a bundle and wrap it for inference.
 
@@ -348,7 +364,7 @@ def open_bundle(
     )
 
 
-def _bundle_explainer(bundle: Any) -> ShapExplainer:
+def _bundle_explainer(bundle: ModelBundle) -> ShapExplainer:
     def explain(
         endpoint: str, name: str, row: NDArray[np.float64]
     ) -> tuple[FeatureContribution, ...]:

@@ -9,7 +9,6 @@ is normalised the same way whatever else is in the batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -42,7 +41,7 @@ class IntensityNormalizer(TransformerMixin, BaseEstimator):
         self.clip_min = clip_min
         self.clip_max = clip_max
 
-    def fit(self, X: ArrayLike | Iterable[ArrayLike], y: Any = None) -> IntensityNormalizer:
+    def fit(self, X: ArrayLike | Iterable[ArrayLike], y: object = None) -> IntensityNormalizer:
         """Learn mean and standard deviation of the clipped HU values.
 
         ``X`` is one array of HU values of any shape, or an iterable of them

@@ -40,7 +40,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -221,7 +221,26 @@ class ModelCatalogue:
         return f"{endpoint}-{source}-{kind}"
 
 
-EstimatorGetter = Callable[[str], Any]
+class Classifier(Protocol):
+    """What serving needs of a fitted model: scikit-learn's probabilistic classifier API.
+
+    The bundle's models are fitted scikit-learn pipelines (imputer, scaler,
+    selector, classifier) deserialised by skops; training passes the same
+    objects in memory.  Only ``classes_`` and ``predict_proba`` are used, so
+    tests may pass any object that has them.
+    """
+
+    @property
+    def classes_(self) -> NDArray[Any]:
+        """The class labels, in the column order of :meth:`predict_proba`."""
+        ...
+
+    def predict_proba(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Class probabilities, one row per row of ``X``."""
+        ...
+
+
+EstimatorGetter = Callable[[str], Classifier]
 ShapExplainer = Callable[[str, str, NDArray[np.float64]], tuple[FeatureContribution, ...]]
 
 

@@ -52,6 +52,9 @@ _SIGMA = re.compile(r"log-sigma-(\d+)-(\d+)-mm-3D")
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """Read a pyradiomics parameter file (the product's when ``path`` is None).
 
+    The parameters are a YAML document (JSON-compatible data), hence ``Any``
+    values here and in every function taking them.
+
     Raises
     ------
     ConfigurationError

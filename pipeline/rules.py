@@ -65,6 +65,7 @@ class PipelineRules:
     def differences(self, recorded: Mapping[str, Any]) -> list[str]:
         """Each rule that differs from ``recorded`` (a bundle's :meth:`as_settings`), in words.
 
+        ``recorded`` is JSON read from the bundle manifest (hence ``Any`` values).
         A rule the recording lacks (a bundle of an older version) is not
         reported: nothing is known about it.
         """

@@ -212,7 +212,8 @@ def _physical_to_index(reference: sitk.Image) -> Callable[[np.ndarray], np.ndarr
     inverse = np.linalg.inv(direction * spacing)  # columns scaled by spacing
 
     def to_index(points: np.ndarray) -> np.ndarray:
-        return (points - origin) @ inverse.T
+        index: np.ndarray = (points - origin) @ inverse.T
+        return index
 
     return to_index
 

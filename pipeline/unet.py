@@ -114,7 +114,7 @@ class UNet25D(nn.Module):
         return logits
 
 
-#: The architecture as data, for the bundle manifest.
+#: The architecture as data (JSON values), for the bundle manifest.
 LAYER_TABLE: Final[list[dict[str, Any]]] = [
     {"name": "input", "shape": list(INPUT_SHAPE)},
     *(

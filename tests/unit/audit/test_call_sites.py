@@ -13,7 +13,6 @@ from icibenefit import audit
 from icibenefit.audit import AuditLog
 from icibenefit.fhir.readers import NdjsonReader
 from icibenefit.fhir.sources import ReaderClinicalSource
-from icibenefit.model_store import store as store_module
 from icibenefit.model_store.store import ModelStore
 from icibenefit.privacy import pseudonymize
 
@@ -56,13 +55,8 @@ def test_fetching_a_clinical_record_is_audited_without_the_identifier(
     assert entry["details"]["source"] == "NdjsonReader"
 
 
-def test_promotion_and_rollback_are_audited(
-    audit_log: AuditLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(
-        store_module, "verify_bundle", lambda path: None
-    )  # checksums tested elsewhere
-    models = ModelStore(tmp_path / "models")
+def test_promotion_and_rollback_are_audited(audit_log: AuditLog, tmp_path: Path) -> None:
+    models = ModelStore(tmp_path / "models", verify=lambda path: None)  # checksums tested elsewhere
     for bundle_id in ("demo-1", "demo-2"):
         (models.bundles_dir / bundle_id).mkdir(parents=True)
     models.promote("demo-1")
