@@ -356,7 +356,8 @@ def _input_datasets(
     wanted_images = {uid for tp in prediction.imaging for uid in tp.image_sop_uids}
     series = {tp.series_uid for tp in prediction.imaging if not tp.image_sop_uids}
     wanted_segs = {tp.segmentation_sop_uid for tp in prediction.imaging if tp.segmentation_sop_uid}
-    images, segmentations = [], []
+    images: list[Dataset] = []
+    segmentations: list[Dataset] = []
     for uid, path in paths.items():
         if uid in wanted_segs:
             segmentations.append(dcmread(path))
