@@ -11,8 +11,12 @@ What it does, reusing whatever an earlier run left in the data directory:
    patient's clinical data from its FHIR NDJSON when no FHIR server is set;
 4. the patient's three studies sent by C-STORE to the service's own SCP;
 5. a wait until every study's job has finished and the outbox is empty, then
-   the SR summary, the RiskAssessment and where both went: a configured PACS
-   and FHIR server, else ``<data>/outbox/dicom/*.dcm`` and ``<data>/outbox/fhir/*.json``.
+   the SR summary, the RiskAssessment and where every report went (the SR, the
+   PDF report, as the ``dicom_reports`` setting asks, and the FHIR
+   transaction): a configured PACS (C-STORE or STOW-RS) and FHIR server, else
+   ``<data>/outbox/dicom/*.dcm`` and ``<data>/outbox/fhir/*.json``; with the
+   copy each report has in the archive (``<data>/reports/sr``,
+   ``<data>/reports/pdf``, ``<data>/reports/fhir``).
 
 Every step says what it did; a step whose code has not landed yet is reported
 and skipped, so the demo shows what exists and exits 0 when it did its part.
@@ -38,7 +42,7 @@ from icibenefit.listener.jobs import RECORDING_FACTORY, resolve_processor_factor
 from icibenefit.listener.service import ListenerService
 from icibenefit.model_store.store import ModelStore
 from icibenefit.persistence import index, queries
-from icibenefit.persistence.archive import FhirArchive, SrArchive
+from icibenefit.persistence.archive import FhirArchive, PdfArchive, SrArchive
 from icibenefit.pipeline.rules import PipelineRules
 from icibenefit.reporting.sr import read_probabilities
 from icibenefit.settings import Settings
@@ -73,6 +77,8 @@ class DemoOutcome:
     study_uids: list[str] = field(default_factory=list)
     processor: str = ""
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: Outbox items of the patient's studies; ``_collect_reports`` adds ``report``
+    #: (``SR``, ``PDF report`` or ``FHIR transaction``) and ``archived`` (path or None).
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     summary: str | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
@@ -273,7 +279,12 @@ def run_demo(settings: Settings, say: Say, timeout: float = WAIT_SECONDS) -> Dem
 
 
 def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
-    """The demo patient's latest SR (summary, probabilities) and its RiskAssessment."""
+    """The demo patient's latest SR (summary, probabilities) and its RiskAssessment.
+
+    Each delivery is labelled with the report it carried and that report's
+    archived copy, so the CLI can say where each went.
+    """
+    _label_deliveries(settings, outcome)
     srs = [
         ds for ds in SrArchive.of(settings.data_dir).headers() if ds.PatientID == outcome.patient_id
     ]
@@ -295,3 +306,26 @@ def _collect_reports(settings: Settings, outcome: DemoOutcome) -> None:
             if resource.get("resourceType") == "RiskAssessment":
                 outcome.risk_assessment = resource
                 return
+
+
+def _label_deliveries(settings: Settings, outcome: DemoOutcome) -> None:
+    """Add ``report`` and ``archived`` to each of ``outcome.deliveries``."""
+    archived: dict[str, tuple[str, Path]] = {}
+    for label, archive in (
+        ("SR", SrArchive.of(settings.data_dir)),
+        ("PDF report", PdfArchive.of(settings.data_dir)),
+    ):
+        for ds in archive.headers():
+            archived[f"dicom:{ds.SOPInstanceUID}"] = (label, archive.path_of(ds))
+    fhir = FhirArchive.of(settings.data_dir)
+    for delivery in outcome.deliveries:
+        if delivery["kind"] == "fhir":
+            # The key ends with the report's UID, the archived transaction's name.
+            name = str(delivery.get("dedup_key", "")).rsplit(":", 1)[-1]
+            paths = sorted(fhir.root.glob(f"*/{name}.json")) if name else []
+            delivery["report"] = "FHIR transaction"
+            delivery["archived"] = str(paths[0]) if paths else None
+            continue
+        label, path = archived.get(str(delivery.get("dedup_key")), ("DICOM report", None))
+        delivery["report"] = label
+        delivery["archived"] = str(path) if path else None

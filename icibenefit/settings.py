@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -31,6 +31,10 @@ ENV_PREFIX = "ICIBENEFIT_"
 
 CommaList = Annotated[list[str], NoDecode]
 SeriesCriterion = Literal["kernel", "thickness"]
+#: Which DICOM reports a prediction yields (``dicom_reports``).
+DicomReports = Literal["sr", "pdf", "both"]
+#: How DICOM reports reach the PACS (``pacs_destination``).
+PacsDestination = Literal["dimse", "stowrs"]
 _KERNEL_FIRST: tuple[SeriesCriterion, ...] = ("kernel", "thickness")
 
 
@@ -124,10 +128,35 @@ class Settings(BaseSettings):
         None, description="CSV (patient_id,treatment_start) used when the EHR lacks it."
     )
 
-    # --- PACS destination for reports ---------------------------------------
+    # --- reports and their PACS destination -----------------------------------
+    dicom_reports: DicomReports = Field(
+        "both",
+        description="DICOM reports made per prediction with imaging: 'sr' (the TID 1500 "
+        "Structured Report), 'pdf' (the human-readable Encapsulated PDF report, which "
+        "every viewer shows) or 'both'. The FHIR RiskAssessment is sent in every case.",
+    )
+    pacs_destination: PacsDestination = Field(
+        "dimse",
+        description="How reports reach the PACS: 'dimse' (C-STORE to pacs_ae_title@"
+        "pacs_host:pacs_port) or 'stowrs' (DICOMweb STOW-RS to pacs_stow_url).",
+    )
     pacs_ae_title: str | None = Field(None, description="AE title of the PACS receiving SRs.")
     pacs_host: str | None = None
     pacs_port: int | None = Field(None, ge=1, le=65535)
+    pacs_stow_url: str | None = Field(
+        None,
+        description="DICOMweb service root for STOW-RS (e.g. http://pacs:8042/dicom-web); "
+        "reports are POSTed to <url>/studies/<StudyInstanceUID>.",
+    )
+    pacs_stow_username: str | None = Field(
+        None, description="HTTP basic-auth user for STOW-RS (unset = no authentication)."
+    )
+    pacs_stow_password: SecretStr | None = Field(
+        None, description="HTTP basic-auth password of pacs_stow_username."
+    )
+    pacs_stow_timeout_seconds: float = Field(
+        30.0, gt=0, description="Connect and read timeout of one STOW-RS request."
+    )
 
     # --- models --------------------------------------------------------------
     model_bundle: Path | None = Field(
@@ -298,10 +327,39 @@ class Settings(BaseSettings):
             raise ValueError("an AE title is 1-16 ASCII characters")
         return value
 
+    @model_validator(mode="after")
+    def _check_pacs_destination(self) -> Settings:
+        if self.pacs_destination == "stowrs" and not self.pacs_stow_url:
+            raise ValueError("pacs_destination 'stowrs' needs pacs_stow_url")
+        if self.pacs_stow_url and "://" not in self.pacs_stow_url:
+            raise ValueError("pacs_stow_url must be an http(s) URL")
+        if (self.pacs_stow_username is None) != (self.pacs_stow_password is None):
+            raise ValueError("set both pacs_stow_username and pacs_stow_password, or neither")
+        return self
+
     @property
     def pacs_configured(self) -> bool:
-        """Whether reports go to a PACS by C-STORE rather than to the local outbox folder."""
+        """Whether reports go to a PACS (C-STORE or STOW-RS) rather than the local outbox folder."""
+        if self.pacs_destination == "stowrs":
+            return bool(self.pacs_stow_url)
         return bool(self.pacs_ae_title and self.pacs_host and self.pacs_port)
+
+    @property
+    def pacs_stow_auth(self) -> tuple[str, str] | None:
+        """The STOW-RS basic-auth credentials, ``None`` when none are configured."""
+        if self.pacs_stow_username is None or self.pacs_stow_password is None:
+            return None
+        return self.pacs_stow_username, self.pacs_stow_password.get_secret_value()
+
+    @property
+    def sr_reports(self) -> bool:
+        """Whether a prediction with imaging yields a DICOM SR (``dicom_reports``)."""
+        return self.dicom_reports in ("sr", "both")
+
+    @property
+    def pdf_reports(self) -> bool:
+        """Whether a prediction with imaging yields an Encapsulated PDF report."""
+        return self.dicom_reports in ("pdf", "both")
 
     @property
     def resolved_model_store_dir(self) -> Path:

@@ -6,8 +6,11 @@ marking items through :class:`icibenefit.persistence.outbox.OutboxQueue`.
 
 Delivery
 --------
-- ``dicom`` items go by C-STORE to ``pacs_ae_title@pacs_host:pacs_port`` when
-  a PACS is configured, else they are written to ``<data>/outbox/dicom/<SOP>.dcm``.
+- ``dicom`` items (SRs and PDF reports) go to the PACS when one is configured:
+  by C-STORE to ``pacs_ae_title@pacs_host:pacs_port`` (``pacs_destination =
+  "dimse"``) or by DICOMweb STOW-RS to ``pacs_stow_url`` (``"stowrs"``,
+  :class:`~icibenefit.listener.stow.StowRsClient`, optional HTTP basic auth);
+  else they are written to ``<data>/outbox/dicom/<SOP>.dcm``.
 - ``fhir`` items are HTTP requests (``method``, ``url`` relative to
   ``fhir_base_url``, ``body``, ``headers`` such as ``If-None-Exist``) sent with
   httpx and :func:`icibenefit.fhir.auth.auth_from_settings` (none, bearer or
@@ -15,12 +18,14 @@ Delivery
   ``<data>/outbox/fhir/<id>.json``.
 
 A failed attempt is retried after ``retry_base_seconds * 2**(attempts-1)``;
-after ``outbox_max_attempts`` attempts, or at once for a FHIR 4xx answer that
-no retry can fix, the item is ``dead`` (a dead letter kept with its payload
-and last error).  An item found ``sending`` at start-up (crash during
-delivery) is sent again: delivery is at-least-once across crashes and exactly
-once otherwise; PACS de-duplicate by SOP Instance UID and FHIR writes should
-be conditional, so a repeat is harmless.
+after ``outbox_max_attempts`` attempts, or at once for an answer that no
+retry can fix (a FHIR 4xx; a STOW-RS refusal such as 400, 401, 403, 409 or an
+instance the origin server reports as failed, see
+:attr:`~icibenefit.listener.stow.StowError.permanent`), the item is ``dead``
+(a dead letter kept with its payload and last error).  An item found
+``sending`` at start-up (crash during delivery) is sent again: delivery is
+at-least-once across crashes and exactly once otherwise; PACS de-duplicate by
+SOP Instance UID and FHIR writes should be conditional, so a repeat is harmless.
 
 Dead letters
 ------------
@@ -37,6 +42,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Sequence
+from io import BytesIO
 from typing import Any
 
 import httpx
@@ -48,6 +54,7 @@ from icibenefit.durable import write_atomically
 from icibenefit.errors import DeliveryError
 from icibenefit.fhir.auth import auth_from_settings
 from icibenefit.fhir.client import redact_url
+from icibenefit.listener.stow import StowError, StowRsClient
 from icibenefit.persistence.outbox import (
     AUDIT_ERROR_CHARS,
     OutboxItem,
@@ -74,6 +81,7 @@ class OutboxSender:
         self.local_dicom_dir = local_dicom_dir(settings.data_dir)
         self.local_fhir_dir = local_fhir_dir(settings.data_dir)
         self._client: httpx.Client | None = None
+        self._stow: StowRsClient | None = None
 
     def requeue_sending(self) -> int:
         """Items a crash left in ``sending`` are due again (at start-up)."""
@@ -141,6 +149,8 @@ class OutboxSender:
             target = self.local_dicom_dir / f"{ds.SOPInstanceUID}.dcm"
             write_atomically(target, item.payload_path.read_bytes())
             return str(target)
+        if settings.pacs_destination == "stowrs":
+            return self._deliver_stow(item)
         meta = dcmread(item.payload_path, stop_before_pixels=True).file_meta
         ae = AE(ae_title=settings.scp_ae_title)
         ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
@@ -159,6 +169,44 @@ class OutboxSender:
         if code != 0x0000 and not 0xB000 <= code <= 0xBFFF:
             raise DeliveryError(f"C-STORE answered status 0x{code & 0xFFFF:04X}")
         return f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
+
+    def _deliver_stow(self, item: OutboxItem) -> str:
+        """POST the item's Part 10 file as it is to ``<pacs_stow_url>/studies/<study>``.
+
+        Error messages name the configured service root only: the request URL
+        holds the Study Instance UID and the response the SOP Instance UIDs,
+        which stay out of ``last_error`` and the audit trail.
+        """
+        data = item.payload_path.read_bytes()
+        header = dcmread(BytesIO(data), stop_before_pixels=True)
+        target = stow_target(self._settings)
+        try:
+            self._stow_client().store_files(
+                [(str(header.SOPInstanceUID), data)], str(header.StudyInstanceUID)
+            )
+        except StowError as exc:
+            if exc.status is None:
+                cause = exc.__cause__
+                reason = f"failed: {type(cause).__name__}: {cause}" if cause else "failed"
+            else:
+                reason = f"answered HTTP {exc.status}" + (
+                    " (instance refused)" if exc.status < 300 else ""
+                )
+            message = f"STOW-RS to {target} {reason}"
+            if exc.permanent:
+                raise PermanentDeliveryError(message) from exc
+            raise DeliveryError(message) from exc
+        return target
+
+    def _stow_client(self) -> StowRsClient:
+        """One STOW-RS client per sender (a pooled connection), with the settings' credentials."""
+        if self._stow is None:
+            self._stow = StowRsClient(
+                str(self._settings.pacs_stow_url),
+                auth=self._settings.pacs_stow_auth,
+                timeout=self._settings.pacs_stow_timeout_seconds,
+            )
+        return self._stow
 
     def _deliver_fhir(self, item: OutboxItem) -> str:
         settings = self._settings
@@ -189,10 +237,27 @@ class OutboxSender:
         return self._client
 
     def close(self) -> None:
-        """Release the HTTP client."""
+        """Release the HTTP clients."""
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._stow is not None:
+            self._stow.close()
+            self._stow = None
+
+
+def stow_target(settings: Settings) -> str:
+    """The configured STOW-RS service root, without credentials (a destination to show)."""
+    return audit.strip_url_credentials(str(settings.pacs_stow_url).rstrip("/"))
+
+
+def pacs_target(settings: Settings) -> str | None:
+    """The configured PACS as people read it (``AE@host:port`` or the STOW-RS root), or ``None``."""
+    if not settings.pacs_configured:
+        return None
+    if settings.pacs_destination == "stowrs":
+        return stow_target(settings)
+    return f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
 
 
 def destination_of(settings: Settings, kind: str, delivered_to: str | None = None) -> str:
@@ -200,7 +265,8 @@ def destination_of(settings: Settings, kind: str, delivered_to: str | None = Non
 
     FHIR URLs go through :func:`icibenefit.fhir.client.redact_url` (userinfo,
     query and resource ids removed), so a conditional URL cannot leak an
-    identifier; a DICOM destination is ``AE@host:port`` or the local folder.
+    identifier; a DICOM destination is ``AE@host:port``, the STOW-RS service
+    root or the local folder.
     """
     if kind == "fhir":
         target = delivered_to or settings.fhir_base_url
@@ -211,9 +277,7 @@ def destination_of(settings: Settings, kind: str, delivered_to: str | None = Non
         return redact_url(httpx.URL(target))
     if delivered_to is not None:
         return delivered_to
-    if settings.pacs_configured:
-        return f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
-    return str(local_dicom_dir(settings.data_dir))
+    return pacs_target(settings) or str(local_dicom_dir(settings.data_dir))
 
 
 def list_items(

@@ -43,8 +43,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
+
 from icibenefit import audit
-from icibenefit.listener.outbox import list_items
+from icibenefit.listener.outbox import list_items, pacs_target
 from icibenefit.listener.status_html import (
     PeerHealth,
     PredictionRow,
@@ -102,6 +104,8 @@ class PeerChecker:
         """``(reachable, detail, checked_at)`` of the PACS, ``None`` when none is configured."""
         if not self.settings.pacs_configured:
             return None
+        if self.settings.pacs_destination == "stowrs":
+            return self._cached("pacs", self._stow_root)
         return self._cached("pacs", self._echo_pacs)
 
     def fhir(self) -> tuple[bool, str, float] | None:
@@ -145,6 +149,20 @@ class PeerChecker:
             assoc.release()
         code = int(getattr(status, "Status", -1)) if status else -1
         return code == 0, "C-ECHO ok" if code == 0 else f"C-ECHO status {code}"
+
+    def _stow_root(self) -> tuple[bool, str]:
+        """Whether the STOW-RS origin server answers HTTP (any answer below 500)."""
+        settings = self.settings
+        credentials = settings.pacs_stow_auth
+        response = httpx.get(
+            str(settings.pacs_stow_url).rstrip("/") + "/studies",
+            params={"limit": "1"},
+            headers={"Accept": "application/dicom+json"},
+            auth=httpx.BasicAuth(*credentials) if credentials else None,
+            timeout=HEALTH_TIMEOUT_SECONDS,
+        )
+        code = response.status_code
+        return code < 500, f"GET studies: HTTP {code}"
 
     def _fhir_metadata(self) -> tuple[bool, str]:
         import httpx
@@ -198,12 +216,9 @@ def peer_health(
     for kind, name in kinds:
         delivered, last_error = last_delivery(conn, kind)
         if kind == "dicom":
-            configured = settings.pacs_configured
-            target = (
-                f"{settings.pacs_ae_title}@{settings.pacs_host}:{settings.pacs_port}"
-                if configured
-                else f"not configured: SRs go to {local_dicom_dir(settings.data_dir)}"
-            )
+            pacs = pacs_target(settings)
+            configured = pacs is not None
+            target = pacs or f"not configured: SRs go to {local_dicom_dir(settings.data_dir)}"
             check = checker.pacs() if checker else None
         else:
             configured = bool(settings.fhir_base_url)

@@ -102,6 +102,37 @@ def build_pdf_report(
         When the prediction has no imaging (the report belongs to a CT study)
         or an image it names is missing.
     """
+    panels = _panels(prediction, images, segmentations)
+    pdf = render_pdf(prediction, panels, record)
+    latest = panels[-1][1].key_image
+    return _encapsulate(prediction, pdf, latest, panels, institution_name)
+
+
+def key_image_uids(
+    prediction: Prediction, images: Sequence[Dataset], segmentations: Sequence[Dataset] = ()
+) -> list[str]:
+    """SOP Instance UIDs of the CT slices the report draws, one per timepoint, oldest first.
+
+    The key slices are chosen from headers and SEG pixel data alone, so a
+    caller can read every CT header without pixels (cheap) and then read with
+    pixel data only these slices before calling :func:`build_pdf_report`:
+    the report shows the same slices either way.
+
+    Raises
+    ------
+    ReportError
+        As :func:`build_pdf_report`.
+    """
+    return [
+        str(geometry.key_image.SOPInstanceUID)
+        for _, geometry in _panels(prediction, images, segmentations)
+    ]
+
+
+def _panels(
+    prediction: Prediction, images: Sequence[Dataset], segmentations: Sequence[Dataset]
+) -> list[tuple[ImagingTimepoint, TumourGeometry]]:
+    """The tumour geometry of each timepoint, oldest first."""
     if not prediction.imaging:
         raise ReportError("a prediction without imaging has no study for a PDF report")
     timepoints = sorted(prediction.imaging, key=lambda t: (t.study_date, t.label))
@@ -113,9 +144,7 @@ def build_pdf_report(
             raise ReportError(f"CT images of timepoint {tp.label} missing")
         seg = seg_by_uid.get(tp.segmentation_sop_uid or "")
         panels.append((tp, tumour_geometry(tp_images, seg, tp.segment_number or 1)))
-    pdf = render_pdf(prediction, panels, record)
-    latest = panels[-1][1].key_image
-    return _encapsulate(prediction, pdf, latest, panels, institution_name)
+    return panels
 
 
 def render_pdf(

@@ -10,14 +10,21 @@ the job it receives is a :class:`~icibenefit.persistence.jobs.JobContext`).  It
    reproducible from the index alone;
 2. asks the clinical source for the patient's record (FHIR server or NDJSON);
 3. asks the pipeline for a :class:`~icibenefit.domain.Prediction`;
-4. builds the SR (:mod:`icibenefit.reporting.sr`), keeps a copy in the SR
-   archive (:mod:`icibenefit.persistence.archive`: the predecessor of the
-   next rerun is found there) and queues it for the PACS;
+4. builds the DICOM reports the ``dicom_reports`` setting asks for (SR,
+   PDF or both): the SR (:mod:`icibenefit.reporting.sr`) and the Encapsulated
+   PDF report (:mod:`icibenefit.reporting.pdf_report`), keeps a copy of each in
+   the report archive (:mod:`icibenefit.persistence.archive`: the SR
+   predecessor of the next rerun is found there) and queues them for the PACS;
 5. queues one FHIR transaction: conditional update of the Device and of the
    RiskAssessment on their business identifiers (a copy is kept in the FHIR
    archive, one folder per study).
 
-Idempotence: the SR's UIDs derive from (study, model version, input set), the
+Inputs are read sparingly: the CT headers without pixel data, the SEGs with
+theirs (the SR's per-timepoint tumour groups and the PDF's contours come from
+the masks), and with pixel data only the one key slice per timepoint the PDF
+draws (:func:`~icibenefit.reporting.pdf_report.key_image_uids`), never whole series.
+
+Idempotence: the SR's and the PDF's UIDs derive from (study, model version, input set), the
 RiskAssessment's business identifier from (processed study, model version),
 and the outbox ignores a dedup key it already holds, so a retried attempt
 queues nothing new.  A rerun after late instances has a new input set: a new
@@ -30,7 +37,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,10 +47,11 @@ from pydicom import Dataset, dcmread
 
 from icibenefit import audit
 from icibenefit.domain import ClinicalRecord, Prediction
-from icibenefit.persistence.archive import FhirArchive, RunLog, SrArchive
+from icibenefit.persistence.archive import FhirArchive, PdfArchive, RunLog, SrArchive
 from icibenefit.persistence.jobs import JobContext, StudyRecord
 from icibenefit.privacy import pseudonymize
 from icibenefit.reporting import identity
+from icibenefit.reporting.pdf_report import build_pdf_report, key_image_uids
 from icibenefit.reporting.risk_assessment import (
     build_device,
     build_risk_assessment,
@@ -97,6 +105,8 @@ class Reports:
     predecessor_uid: str | None
     transaction: dict[str, Any]
     transaction_path: Path
+    pdf: Dataset | None = None
+    pdf_path: Path | None = None
 
 
 class ReportingProcessor:
@@ -119,6 +129,7 @@ class ReportingProcessor:
         self.records = records
         self.predictor = predictor
         self.archive = SrArchive.of(settings.data_dir)
+        self.pdf_archive = PdfArchive.of(settings.data_dir)
         self.transactions = FhirArchive.of(settings.data_dir)
         self.runs = RunLog.of(settings.data_dir)
 
@@ -171,8 +182,11 @@ class ReportingProcessor:
             record = self.records.clinical_record(target.patient_id, _issuer(instances))
         prediction = self.predictor(record, [i.path for i in instances])
         reports = self.report(prediction, record, instances, target.study_uid)
-        if reports.sr is not None:
-            job.outbox.enqueue_dicom(reports.sr, study_uid=target.study_uid, job_id=job.job_id)
+        for dicom_report in (reports.sr, reports.pdf):
+            if dicom_report is not None:
+                job.outbox.enqueue_dicom(
+                    dicom_report, study_uid=target.study_uid, job_id=job.job_id
+                )
         key = identity.sr_instance_uid(prediction, target.study_uid)
         job.outbox.enqueue_fhir(
             "POST",
@@ -194,6 +208,7 @@ class ReportingProcessor:
                 "model": f"{prediction.bundle_name} {prediction.bundle_version}",
                 "ensemble": prediction.ensemble_kind,
                 "sr": str(reports.sr.SOPInstanceUID) if reports.sr is not None else None,
+                "pdf": str(reports.pdf.SOPInstanceUID) if reports.pdf is not None else None,
                 "predecessor": reports.predecessor_uid,
                 "risk_assessment": identity.risk_assessment_identifier(
                     prediction, target.study_uid
@@ -201,11 +216,12 @@ class ReportingProcessor:
             },
         )
         log.info(
-            "job %s: patient %s reported (%s ensemble; SR %s; predecessor %s)",
+            "job %s: patient %s reported (%s ensemble; SR %s; PDF %s; predecessor %s)",
             job.job_id,
             pseudonym,
             prediction.ensemble_kind,
-            "queued" if reports.sr is not None else "not applicable (no CT used)",
+            _queued(reports.sr, prediction, self.settings.sr_reports),
+            _queued(reports.pdf, prediction, self.settings.pdf_reports),
             reports.predecessor_uid or "none",
         )
         return record
@@ -217,16 +233,29 @@ class ReportingProcessor:
         instances: Sequence[InstanceLike],
         study_uid: str,
     ) -> Reports:
-        """Build (and archive) the SR and the FHIR transaction of one prediction."""
-        sr = sr_path = predecessor_uid = None
-        if prediction.imaging:
-            images, segmentations = _input_headers(prediction, instances)
-            series_uid = identity.sr_series_uid(prediction)
-            own_uid = identity.sr_instance_uid(prediction)
-            predecessor = self.archive.latest(series_uid, exclude=own_uid)
-            sr = build_sr(prediction, images, segmentations, predecessor=predecessor)
-            sr_path = self.archive.save(sr)
-            predecessor_uid = None if predecessor is None else str(predecessor.SOPInstanceUID)
+        """Build (and archive) the DICOM reports and the FHIR transaction of one prediction.
+
+        Which DICOM reports (SR, PDF or both) follows the ``dicom_reports``
+        setting; a prediction without imaging has neither (no CT study to put
+        them in), only the FHIR transaction.
+        """
+        settings = self.settings
+        sr = sr_path = predecessor_uid = pdf = pdf_path = None
+        if prediction.imaging and (settings.sr_reports or settings.pdf_reports):
+            paths = {i.sop_instance_uid: i.path for i in instances}
+            images, segmentations = _input_datasets(prediction, paths)
+            if settings.pdf_reports:
+                images = _with_key_slice_pixels(prediction, images, segmentations, paths)
+            if settings.sr_reports:
+                series_uid = identity.sr_series_uid(prediction)
+                own_uid = identity.sr_instance_uid(prediction)
+                predecessor = self.archive.latest(series_uid, exclude=own_uid)
+                sr = build_sr(prediction, images, segmentations, predecessor=predecessor)
+                sr_path = self.archive.save(sr)
+                predecessor_uid = None if predecessor is None else str(predecessor.SOPInstanceUID)
+            if settings.pdf_reports:
+                pdf = build_pdf_report(prediction, images, segmentations, record=record)
+                pdf_path = self.pdf_archive.save(pdf)
         subject = patient_reference(
             prediction.patient_id,
             record.fhir_patient_id,
@@ -245,6 +274,8 @@ class ReportingProcessor:
             predecessor_uid=predecessor_uid,
             transaction=transaction,
             transaction_path=transaction_path,
+            pdf=pdf,
+            pdf_path=pdf_path,
         )
 
 
@@ -306,18 +337,30 @@ def _issuer(instances: Sequence[InstanceLike]) -> str | None:
     return None
 
 
-def _input_headers(
-    prediction: Prediction, instances: Sequence[InstanceLike]
+def _queued(report: Dataset | None, prediction: Prediction, wanted: bool) -> str:
+    """What happened to one kind of DICOM report, for the log."""
+    if report is not None:
+        return "queued"
+    return "not applicable (no CT used)" if wanted and not prediction.imaging else "not configured"
+
+
+def _input_datasets(
+    prediction: Prediction, paths: Mapping[str, Path]
 ) -> tuple[list[Dataset], list[Dataset]]:
-    """Headers of the CT images and segmentations the prediction names."""
-    by_uid = {i.sop_instance_uid: i.path for i in instances}
+    """The CT images (headers only) and the segmentations (with pixel data) the prediction names.
+
+    SEG pixel data is what locates the tumour on each CT (key slice, outline,
+    volume) for both reports; CT pixel data is read later, only for the slices
+    the PDF draws (:func:`_with_key_slice_pixels`).
+    """
     wanted_images = {uid for tp in prediction.imaging for uid in tp.image_sop_uids}
     series = {tp.series_uid for tp in prediction.imaging if not tp.image_sop_uids}
     wanted_segs = {tp.segmentation_sop_uid for tp in prediction.imaging if tp.segmentation_sop_uid}
-    images, segmentations = [], []
-    for uid, path in by_uid.items():
+    images: list[Dataset] = []
+    segmentations: list[Dataset] = []
+    for uid, path in paths.items():
         if uid in wanted_segs:
-            segmentations.append(_header(path))
+            segmentations.append(dcmread(path))
         elif uid in wanted_images:
             images.append(_header(path))
         elif series:
@@ -325,6 +368,17 @@ def _input_headers(
             if str(ds.SeriesInstanceUID) in series and ds.get("Modality") == "CT":
                 images.append(ds)
     return images, segmentations
+
+
+def _with_key_slice_pixels(
+    prediction: Prediction,
+    images: Sequence[Dataset],
+    segmentations: Sequence[Dataset],
+    paths: Mapping[str, Path],
+) -> list[Dataset]:
+    """``images`` with the PDF's key slices (one per timepoint) read again with pixel data."""
+    keys = set(key_image_uids(prediction, images, segmentations))
+    return [dcmread(paths[uid]) if (uid := str(ds.SOPInstanceUID)) in keys else ds for ds in images]
 
 
 def _header(path: Path) -> Dataset:

@@ -49,8 +49,11 @@ def demo(
 
     console.rule("result")
     for delivery in outcome.deliveries:
-        what = "SR" if delivery["kind"] == "dicom" else "FHIR transaction"
-        typer.echo(f"{what} -> {delivery['destination'] or delivery['state']}")
+        what = delivery.get("report") or ("DICOM report" if delivery["kind"] == "dicom" else "FHIR")
+        line = f"{what} -> {delivery['destination'] or delivery['state']}"
+        if delivery.get("archived"):
+            line += f" (archived: {delivery['archived']})"
+        typer.echo(line)
     if outcome.summary:
         console.rule("DICOM SR summary (latest report)")
         typer.echo(outcome.summary)

@@ -4,6 +4,10 @@ Layout under the data directory:
 
 - ``reports/sr/<SeriesUID>/<SOPUID>.dcm`` (:class:`SrArchive`): copies of our
   SRs, the source of Predecessor Documents on a rerun;
+- ``reports/pdf/<SeriesUID>/<SOPUID>.dcm`` (:class:`PdfArchive`): copies of our
+  Encapsulated PDF reports, kept for the same reason (a delivered outbox item
+  loses its payload) and apart from the SRs so that every file under
+  ``reports/sr`` is an SR;
 - ``reports/fhir/<StudyUID>/<input set>.json`` (:class:`FhirArchive`): one FHIR
   transaction per report, read by the status page's recent predictions;
 - ``reports/runs/<StudyUID>`` (:class:`RunLog`): the input set of each
@@ -18,13 +22,14 @@ import json
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydicom import Dataset, dcmread
 
 from icibenefit.durable import write_atomically
 
 SR_ARCHIVE = Path("reports") / "sr"
+PDF_ARCHIVE = Path("reports") / "pdf"
 FHIR_ARCHIVE = Path("reports") / "fhir"
 RUN_LOG = Path("reports") / "runs"
 
@@ -53,24 +58,22 @@ class RunLog:
         write_atomically(self.root / study_uid, input_set.encode())
 
 
-class SrArchive:
-    """Copies of the SRs we produced, by series: the source of Predecessor Documents.
+class DicomReportArchive:
+    """Copies of DICOM reports we produced, ``<root>/<SeriesUID>/<SOPUID>.dcm``."""
 
-    Kept beside the outbox because a delivered outbox item loses its payload,
-    and asking the PACS for our own earlier SR would make a rerun depend on
-    the PACS being reachable.
-    """
+    #: Folder of this kind of report under the data directory.
+    LOCATION = SR_ARCHIVE
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     @classmethod
-    def of(cls, data_dir: Path) -> SrArchive:
-        """The SR archive of a data directory."""
-        return cls(data_dir / SR_ARCHIVE)
+    def of(cls, data_dir: Path) -> Self:
+        """The archive of this kind of report in a data directory."""
+        return cls(data_dir / cls.LOCATION)
 
     def latest(self, series_uid: str, *, exclude: str) -> Dataset | None:
-        """The SR with the highest instance number in the series, other than ``exclude``."""
+        """The report with the highest instance number in the series, other than ``exclude``."""
         folder = self.root / series_uid
         if not folder.is_dir():
             return None
@@ -81,18 +84,39 @@ class SrArchive:
         ]
         return max(candidates, key=lambda ds: int(ds.InstanceNumber), default=None)
 
-    def save(self, sr: Dataset) -> Path:
-        """Write ``sr`` (atomically: temporary file, fsync, rename) and return its path."""
-        target = self.root / str(sr.SeriesInstanceUID) / f"{sr.SOPInstanceUID}.dcm"
+    def save(self, report: Dataset) -> Path:
+        """Write ``report`` (atomically: temporary file, fsync, rename) and return its path."""
+        target = self.path_of(report)
         buffer = BytesIO()
-        sr.save_as(buffer, enforce_file_format=True)
+        report.save_as(buffer, enforce_file_format=True)
         write_atomically(target, buffer.getvalue())
         return target
 
     def headers(self) -> Iterator[Dataset]:
-        """The header (no pixel data) of every archived SR, in no particular order."""
+        """The header (no pixel data) of every archived report, in no particular order."""
         for path in self.root.glob("*/*.dcm"):
             yield dcmread(path, stop_before_pixels=True)
+
+    def path_of(self, ds: Dataset) -> Path:
+        """Where ``ds`` is (or would be) archived."""
+        return self.root / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
+
+
+class SrArchive(DicomReportArchive):
+    """Copies of the SRs we produced, by series: the source of Predecessor Documents.
+
+    Kept beside the outbox because a delivered outbox item loses its payload,
+    and asking the PACS for our own earlier SR would make a rerun depend on
+    the PACS being reachable.
+    """
+
+    LOCATION = SR_ARCHIVE
+
+
+class PdfArchive(DicomReportArchive):
+    """Copies of the Encapsulated PDF reports we produced, by series."""
+
+    LOCATION = PDF_ARCHIVE
 
 
 class FhirArchive:

@@ -107,11 +107,13 @@ def deliveries_of_studies(
 ) -> list[dict[str, Any]]:
     """The outbox items of these studies, oldest first.
 
-    Each object: ``kind``, ``state``, ``destination``, ``study_uid``, ``last_error``.
+    Each object: ``kind``, ``state``, ``destination``, ``study_uid``, ``last_error``
+    and ``dedup_key`` (``dicom:<SOP Instance UID>`` for a DICOM report: how
+    the demo tells its SR from its PDF; not for display).
     """
     marks = ",".join("?" * len(study_uids))
     rows = conn.execute(
-        "SELECT kind, state, destination, study_uid, last_error FROM outbox"
+        "SELECT kind, state, destination, study_uid, last_error, dedup_key FROM outbox"
         f" WHERE study_uid IN ({marks}) ORDER BY id",
         list(study_uids),
     )

@@ -89,3 +89,42 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_ae_title_is_validated() -> None:
     with pytest.raises(ConfigurationError, match="scp_ae_title"):
         load_settings(scp_ae_title="THIS-TITLE-IS-FAR-TOO-LONG")
+
+
+def test_dicom_reports_default_to_sr_and_pdf() -> None:
+    settings = load_settings()
+    assert settings.dicom_reports == "both"
+    assert settings.sr_reports
+    assert settings.pdf_reports
+    only_sr = load_settings(dicom_reports="sr")
+    assert only_sr.sr_reports
+    assert not only_sr.pdf_reports
+    only_pdf = load_settings(dicom_reports="pdf")
+    assert only_pdf.pdf_reports
+    assert not only_pdf.sr_reports
+    with pytest.raises(ConfigurationError, match="ICIBENEFIT_DICOM_REPORTS"):
+        load_settings(dicom_reports="html")
+
+
+def test_stowrs_destination_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ICIBENEFIT_PACS_DESTINATION", "stowrs")
+    monkeypatch.setenv("ICIBENEFIT_PACS_STOW_URL", "https://pacs.example/dicom-web")
+    monkeypatch.setenv("ICIBENEFIT_PACS_STOW_USERNAME", "icibenefit")
+    monkeypatch.setenv("ICIBENEFIT_PACS_STOW_PASSWORD", "s3cret")
+    settings = load_settings()
+    assert settings.pacs_configured
+    assert settings.pacs_stow_auth == ("icibenefit", "s3cret")
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"pacs_destination": "stowrs"}, "needs pacs_stow_url"),
+        ({"pacs_stow_url": "pacs:8042"}, "http"),
+        ({"pacs_stow_url": "http://pacs/dicom-web", "pacs_stow_username": "u"}, "both"),
+    ],
+)
+def test_incomplete_stowrs_settings_are_refused(overrides: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(**overrides)

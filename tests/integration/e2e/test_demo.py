@@ -1,4 +1,4 @@
-"""``icibenefit demo`` (what ``make run`` runs) prints a prediction and writes both reports."""
+"""``icibenefit demo`` (what ``make run`` runs) prints a prediction and writes every report."""
 
 from __future__ import annotations
 
@@ -34,12 +34,25 @@ def test_demo_writes_sr_and_risk_assessment_to_the_local_outbox(demo_bundle, tmp
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    sr_files = sorted((data / "outbox" / "dicom").glob("*.dcm"))
+    dicom_files = sorted((data / "outbox" / "dicom").glob("*.dcm"))
+    modality = {path: dcmread(path, stop_before_pixels=True).Modality for path in dicom_files}
+    sr_files = [path for path in dicom_files if modality[path] == "SR"]
+    pdf_files = [path for path in dicom_files if modality[path] == "DOC"]
     fhir_files = sorted((data / "outbox" / "fhir").glob("*.json"))
     assert sr_files, out
     assert fhir_files, out
     for path in [*sr_files, *fhir_files]:
         assert str(path) in out, f"{path} not announced"
+
+    # The PDF report (dicom_reports = "both" by default) went through the outbox
+    # too; the demo says where each report went and where its copy is archived.
+    assert pdf_files, out
+    for path in pdf_files:
+        assert f"PDF report -> {path}" in out
+        archived = data / "reports" / "pdf" / dcmread(path).SeriesInstanceUID / path.name
+        assert f"(archived: {archived})" in out
+    for path in sr_files:
+        assert f"SR -> {path}" in out
 
     # The printed summary is the latest SR's, with the probabilities it holds.
     latest = max((dcmread(p) for p in sr_files), key=lambda ds: (ds.StudyDate, ds.InstanceNumber))

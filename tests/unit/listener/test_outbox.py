@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 
-from icibenefit.listener.outbox import OutboxSender
+from icibenefit.listener.outbox import OutboxSender, destination_of, pacs_target
 from icibenefit.persistence import index
 from icibenefit.persistence.outbox import Outbox
 from tests.integration.listener.dicom_factory import write_ct_series
@@ -91,3 +91,15 @@ def test_sending_items_are_requeued_after_crash(make_settings, tmp_path: Path) -
     assert sender.claim() is None
     assert sender.requeue_sending() == 1
     assert sender.deliver_due() == 1
+
+
+def test_stowrs_destination_is_the_service_root_without_credentials(make_settings) -> None:
+    settings = make_settings(
+        pacs_destination="stowrs",
+        pacs_stow_url="http://user:pw@pacs.example:8042/dicom-web/",
+        pacs_stow_username="icibenefit",
+        pacs_stow_password="s3cret",
+    )
+    assert pacs_target(settings) == "http://pacs.example:8042/dicom-web"
+    assert destination_of(settings, "dicom") == "http://pacs.example:8042/dicom-web"
+    assert pacs_target(make_settings()) is None

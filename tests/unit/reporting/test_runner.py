@@ -15,6 +15,7 @@ from icibenefit.listener.outbox import OutboxSender
 from icibenefit.persistence import index
 from icibenefit.persistence.jobs import InstanceRecord, JobContext, StudyRecord
 from icibenefit.persistence.outbox import Outbox
+from icibenefit.reporting import runner
 from icibenefit.reporting.runner import ReportingProcessor, transaction_bundle
 
 
@@ -70,9 +71,11 @@ def shared_case():
 
 
 @pytest.fixture
-def setup(tmp_path, make_settings, shared_case):
+def setup(request, tmp_path, make_settings, shared_case):
     case = shared_case
-    settings = make_settings(data_dir=tmp_path / "data")
+    # The SR-only tests pin dicom_reports; the PDF tests below ask for theirs.
+    dicom_reports = getattr(request, "param", "sr")
+    settings = make_settings(data_dir=tmp_path / "data", dicom_reports=dicom_reports)
     studies, files = [], {}
     for tp in case.timepoints:
         folder = tmp_path / "store" / tp.study_uid
@@ -272,3 +275,70 @@ def test_cascade_with_unchanged_inputs_sends_nothing_new(setup):
     before = len(_items(conn))
     processor.process(job(baseline, version=2, job_id=3))
     assert len(_items(conn)) == before
+
+
+@pytest.mark.parametrize("setup", ["both"], indirect=True)
+def test_both_queues_sr_then_pdf_then_fhir_and_archives_both(setup):
+    case, settings, conn, processor, _, job = setup
+    latest = case.timepoints[-1].study_uid
+    processor.process(job(latest))
+    items = _items(conn)
+    assert [row["kind"] for row in items] == ["dicom", "dicom", "fhir"]
+    OutboxSender(conn, settings).deliver_due()
+    delivered = [dcmread(p) for p in (settings.data_dir / "outbox" / "dicom").glob("*.dcm")]
+    by_modality = {ds.Modality: ds for ds in delivered}
+    assert set(by_modality) == {"SR", "DOC"}
+    sr, pdf = by_modality["SR"], by_modality["DOC"]
+    assert pdf.StudyInstanceUID == sr.StudyInstanceUID == latest
+    assert items[1]["dedup_key"] == f"dicom:{pdf.SOPInstanceUID}"
+    archived = settings.data_dir / "reports" / "pdf" / pdf.SeriesInstanceUID
+    assert (archived / f"{pdf.SOPInstanceUID}.dcm").is_file()
+    assert (
+        settings.data_dir / "reports" / "sr" / sr.SeriesInstanceUID / f"{sr.SOPInstanceUID}.dcm"
+    ).is_file()
+    # The SEGs were read with pixel data: one tumour group per timepoint in the SR,
+    # and the PDF references one key slice per timepoint.
+    tracked = {
+        str(item.TextValue)
+        for item in _content_items(sr)
+        if "TextValue" in item and str(item.TextValue).startswith("Tumour (")
+    }
+    assert tracked == {f"Tumour ({tp.label})" for tp in case.timepoints}
+    assert len(pdf.SourceInstanceSequence) == len(case.timepoints)
+    # A retry queues nothing new (deterministic UIDs, same dedup keys).
+    processor.process(job(latest))
+    assert len(_items(conn)) == 3
+
+
+@pytest.mark.parametrize("setup", ["pdf"], indirect=True)
+def test_pdf_only_queues_no_sr(setup):
+    case, settings, conn, processor, _, job = setup
+    processor.process(job(case.timepoints[-1].study_uid))
+    assert [row["kind"] for row in _items(conn)] == ["dicom", "fhir"]
+    OutboxSender(conn, settings).deliver_due()
+    [only] = (settings.data_dir / "outbox" / "dicom").glob("*.dcm")
+    assert dcmread(only).Modality == "DOC"
+    assert not (settings.data_dir / "reports" / "sr").exists()
+
+
+def test_segmentations_and_only_key_slices_are_read_with_pixel_data(setup):
+    case, _, _, processor, _, _ = setup
+    paths = {}
+    for tp in case.timepoints:
+        folder = processor.settings.data_dir.parent / "store" / tp.study_uid
+        paths.update({p.stem: p for p in folder.glob("*.dcm")})
+    prediction = case.prediction()
+    images, segmentations = runner._input_datasets(prediction, paths)
+    assert segmentations
+    assert all("PixelData" in ds for ds in segmentations)
+    assert not any("PixelData" in ds for ds in images)
+    with_keys = runner._with_key_slice_pixels(prediction, images, segmentations, paths)
+    drawn = [ds for ds in with_keys if "PixelData" in ds]
+    assert len(drawn) == len(prediction.imaging)
+    assert len(with_keys) == len(images)
+
+
+def _content_items(ds):
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _content_items(item)

@@ -7,8 +7,8 @@ import pytest
 from pydicom import dcmread
 from unit.reporting.factories import Case
 
+from icibenefit.listener.stow import StowError, StowRsClient, multipart_body
 from icibenefit.reporting.sr import build_sr
-from icibenefit.reporting.stow import StowError, StowRsClient, multipart_body
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,11 @@ HTTP only.  :class:`StowRsClient` posts instances as ``multipart/related;
 type="application/dicom"`` to ``{base}/studies[/{study}]`` (PS3.18 10.5) and
 reads the Store Instances Response: 200 = all stored, 202 = stored with
 warnings or some failed, 409 = none stored.  It is a pure client: retrying and
-dead-lettering stay with the caller (the outbox), which learns from
-:attr:`StowError.permanent` whether a retry can help.
+dead-lettering stay with the caller (the outbox's
+:class:`~icibenefit.listener.outbox.OutboxSender`), which learns from
+:attr:`StowError.permanent` whether a retry can help.  Instances already
+encoded as Part 10 files (the outbox's payloads) are posted as they are
+(:meth:`StowRsClient.store_files`), without decoding and re-encoding them.
 """
 
 from __future__ import annotations
@@ -99,9 +102,8 @@ class StowRsClient:
         client: httpx.Client | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.auth: httpx.Auth | httpx._client.UseClientDefault = (
-            httpx.BasicAuth(*auth) if auth else httpx.USE_CLIENT_DEFAULT
-        )
+        # None = leave authentication to the client (its own default, if any).
+        self.auth: httpx.Auth | None = httpx.BasicAuth(*auth) if auth else None
         self._client = client or httpx.Client(timeout=timeout)
         self._owns_client = client is None
 
@@ -125,16 +127,30 @@ class StowRsClient:
             On a transport error (transient), an HTTP error status, or when
             the server reports any instance as failed.
         """
-        if not datasets:
+        return self.store_files(
+            [(str(ds.SOPInstanceUID), encode_part(ds)) for ds in datasets], study_uid
+        )
+
+    def store_files(
+        self, files: Sequence[tuple[str, bytes]], study_uid: str | None = None
+    ) -> StowResult:
+        """Store already encoded Part 10 files, given as (SOP Instance UID, bytes) pairs.
+
+        The UIDs are those the server must confirm; errors as :meth:`store`.
+        """
+        if not files:
             return StowResult(status=200, stored=(), failed={})
-        body, boundary = multipart_body([encode_part(ds) for ds in datasets])
+        body, boundary = multipart_body([data for _, data in files])
         url = f"{self.base_url}/studies" + (f"/{study_uid}" if study_uid else "")
         headers = {
             "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
             "Accept": DICOM_JSON,
         }
         try:
-            response = self._client.post(url, content=body, headers=headers, auth=self.auth)
+            if self.auth is None:
+                response = self._client.post(url, content=body, headers=headers)
+            else:
+                response = self._client.post(url, content=body, headers=headers, auth=self.auth)
         except httpx.TransportError as exc:
             message = f"STOW-RS to {url} failed: {exc}"
             raise StowError(message, status=None, permanent=False) from exc
@@ -147,7 +163,7 @@ class StowRsClient:
                 permanent=response.status_code in PERMANENT_STATUSES
                 or (response.status_code < 300 and bool(result.failed)),
             )
-        wanted = {str(ds.SOPInstanceUID) for ds in datasets}
+        wanted = {uid for uid, _ in files}
         missing = wanted - set(result.stored)
         if result.stored and missing:
             raise StowError(

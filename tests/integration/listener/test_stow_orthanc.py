@@ -3,9 +3,9 @@
 import pytest
 from unit.reporting.factories import Case
 
+from icibenefit.listener.stow import StowError, StowRsClient
 from icibenefit.reporting.pdf_report import build_pdf_report
 from icibenefit.reporting.sr import build_sr
-from icibenefit.reporting.stow import StowError, StowRsClient
 
 pytestmark = pytest.mark.integration
 
