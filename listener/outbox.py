@@ -217,7 +217,7 @@ class OutboxSender:
             return str(target)
         request = json.loads(item.payload_path.read_text(encoding="utf-8"))
         headers = {"Content-Type": "application/fhir+json", **request["headers"]}
-        url = settings.fhir_base_url.rstrip("/") + "/" + request["url"].lstrip("/")
+        url = settings.fhir_base_url.rstrip("/") + "/" + str(request["url"]).lstrip("/")
         response = self._fhir_client().request(
             request["method"], url, json=request["body"], headers=headers
         )

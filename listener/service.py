@@ -134,7 +134,9 @@ class ListenerService:
         self._worker_stop = context.Event()
         self._workers = [self._spawn_worker(context) for _ in range(self.settings.workers)]
 
-    def _spawn_worker(self, context: Any) -> multiprocessing.process.BaseProcess:
+    def _spawn_worker(
+        self, context: multiprocessing.context.SpawnContext
+    ) -> multiprocessing.process.BaseProcess:
         worker = context.Process(
             target=worker_main,
             args=(
