@@ -3,13 +3,20 @@
 Handlers only validate, store and count; everything else (study completion,
 jobs) happens elsewhere.  Access control layers, outermost first:
 
-1. source address allow-list and "shutting down": checked on the TCP
-   connection (``verify_request`` of the socketserver), so a refused peer gets
-   no association at all;
+1. source address allow-list, "shutting down", the total connection limit
+   and the per-source connection limit: checked on the TCP connection
+   (``verify_request`` of the socketserver), so a refused peer gets no
+   association (and no thread) at all;
 2. TLS (PS3.15 / BCP 195: TLS 1.2+; with a CA file, peers must present a
    certificate it signs);
 3. called AE title must be ours and the calling AE title on the allow-list:
    pynetdicom answers A-ASSOCIATE-RJ.
+
+Timeouts close what a silent or hostile peer leaves open: the ACSE timeout
+(pynetdicom's ARTIM timer) a connection that sends no complete
+A-ASSOCIATE-RQ, the network timeout an idle association, and a read timeout
+on every accepted socket a peer that stops in the middle of a PDU (pynetdicom
+reads the rest of a PDU with blocking ``recv`` calls, outside its timers).
 
 Every refusal is counted (``rejections``), logged and audited
 (``connection_refused`` with the source address as actor,
@@ -24,6 +31,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -101,8 +109,18 @@ class ScpCounters:
             return {name: self._values[name] for name in self.NAMES}
 
 
+def _accept_plain(
+    server: ThreadedAssociationServer, read_timeout: float
+) -> tuple[socket.socket, Any]:
+    """Accept a connection whose reads time out (see the module docstring)."""
+    assert server.socket is not None
+    client, address = server.socket.accept()
+    client.settimeout(read_timeout)
+    return client, address
+
+
 def _accept_tls(
-    server: ThreadedAssociationServer, context: ssl.SSLContext
+    server: ThreadedAssociationServer, context: ssl.SSLContext, read_timeout: float
 ) -> tuple[socket.socket, Any]:
     """Accept and handshake with a time limit.
 
@@ -121,8 +139,18 @@ def _accept_tls(
         cause = getattr(exc, "reason", None) or type(exc).__name__
         _audit_refused_connection(str(address[0]), f"TLS handshake failed ({cause})")
         raise
-    secured.settimeout(None)
+    secured.settimeout(read_timeout)
     return secured, address
+
+
+def _address_of(client_address: Any) -> str:
+    return str(client_address[0] if isinstance(client_address, tuple) else client_address)
+
+
+def _peer_of(client_address: Any) -> tuple[str, int]:
+    if isinstance(client_address, tuple):
+        return str(client_address[0]), int(client_address[1])
+    return str(client_address), 0
 
 
 def _audit_refused_connection(address: str, reason: str) -> None:
@@ -169,7 +197,15 @@ class StorageScp:
         self.counters = counters
         self._accepting = True
         self._server: ThreadedAssociationServer | None = None
+        # Connections (address, port) accepted whose association thread may not
+        # have started yet: counted with the running associations.
+        self._pending: set[tuple[str, int]] = set()
+        self._pending_lock = threading.Lock()
         self.ae = AE(ae_title=settings.scp_ae_title)
+        self.ae.maximum_associations = settings.scp_max_associations
+        self.ae.acse_timeout = settings.scp_acse_timeout_seconds
+        self.ae.dimse_timeout = settings.scp_dimse_timeout_seconds
+        self.ae.network_timeout = settings.scp_network_timeout_seconds
         self.ae.require_called_aet = True
         self.ae.require_calling_aet = list(settings.allowed_calling_ae_titles)
         self.ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA reads
@@ -199,9 +235,15 @@ class StorageScp:
         )
         assert server is not None  # non-blocking start always returns the server
         server.verify_request = self._verify_connection  # type: ignore[method-assign]
+        read_timeout = self.settings.scp_read_timeout_seconds
         ssl_context = build_ssl_context(self.settings)
         if ssl_context is not None:
-            server.get_request = partial(_accept_tls, server, ssl_context)  # type: ignore[method-assign]
+            server.get_request = partial(_accept_tls, server, ssl_context, read_timeout)  # type: ignore[method-assign]
+        else:
+            server.get_request = partial(_accept_plain, server, read_timeout)  # type: ignore[method-assign]
+        server.process_request_thread = partial(  # type: ignore[method-assign]
+            self._process_connection, server.process_request_thread
+        )
         self._server = server
         log.info(
             "SCP %s listening on %s:%d%s",
@@ -227,15 +269,48 @@ class StorageScp:
         self._server = None
 
     def _verify_connection(self, request: Any, client_address: Any) -> bool:
-        address = client_address[0] if isinstance(client_address, tuple) else str(client_address)
-        allowed = self.settings.allowed_source_addresses
-        if not self._accepting or (allowed and address not in allowed):
+        address = _address_of(client_address)
+        reason = self._refusal_reason(address)
+        if reason is not None:
             self.counters.add("rejections")
-            reason = "shutting down" if not self._accepting else "source address not allowed"
             log.warning("refused connection from %s: %s", address, reason)
             _audit_refused_connection(address, reason)
             return False
+        with self._pending_lock:
+            self._pending.add(_peer_of(client_address))
         return True
+
+    def _refusal_reason(self, address: str) -> str | None:
+        """Why a new TCP connection from ``address`` is refused, or ``None``."""
+        allowed = self.settings.allowed_source_addresses
+        if not self._accepting:
+            return "shutting down"
+        if allowed and address not in allowed:
+            return "source address not allowed"
+        server = self._server
+        running = server.active_associations if server is not None else []
+        # A connection is pending and running for a moment: count each peer once.
+        with self._pending_lock:
+            peers = self._pending | {
+                (assoc.requestor.address, assoc.requestor.port) for assoc in running
+            }
+        total = len(peers)
+        from_source = sum(1 for peer_address, _ in peers if peer_address == address)
+        if total >= self.settings.scp_max_associations:
+            return "connection limit reached"
+        if from_source >= self.settings.scp_max_associations_per_source:
+            return "per-source connection limit reached"
+        return None
+
+    def _process_connection(
+        self, process: Callable[[Any, Any], None], request: Any, client_address: Any
+    ) -> None:
+        """Run pynetdicom's handler (it starts the association thread), then un-pend."""
+        try:
+            process(request, client_address)
+        finally:
+            with self._pending_lock:
+                self._pending.discard(_peer_of(client_address))
 
     def _on_rejected(self, event: Event) -> None:
         self.counters.add("rejections")
