@@ -36,13 +36,22 @@ from functools import partial
 from typing import Any
 
 from pydicom import uid
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from icibenefit import audit
-from icibenefit.listener.store import DicomStore
+from icibenefit.listener.store import (
+    CANNOT_UNDERSTAND,
+    PROCESSING_FAILURE,
+    SOP_CLASS_NOT_SUPPORTED,
+    DicomStore,
+    audit_refusal,
+    is_valid_uid,
+)
 from icibenefit.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -143,6 +152,11 @@ def _accept_tls(
     return secured, address
 
 
+def _any_uid(value: str) -> tuple[bool, str]:
+    """A pynetdicom UID validator that accepts everything (see :class:`StorageScp`)."""
+    return True, ""
+
+
 def _address_of(client_address: Any) -> str:
     return str(client_address[0] if isinstance(client_address, tuple) else client_address)
 
@@ -162,6 +176,26 @@ def _audit_refused_connection(address: str, reason: str) -> None:
         outcome="refused",
         details={"reason": reason},
     )
+
+
+def check_request(
+    affected_sop_class: str, affected_sop_instance: str, context_abstract_syntax: str
+) -> tuple[int, str] | None:
+    """The failure status and reason for a C-STORE request, or ``None`` when acceptable.
+
+    pynetdicom hands over any request on any accepted context (an MR over the
+    CT context or over Verification), so the Affected SOP Class must be one
+    we accept and the context's; the dataset's own SOP Class is checked
+    against it later (0xA900, :func:`icibenefit.listener.store.parse_header`).
+    The Affected SOP Instance UID is not logged: it may hold any bytes.
+    """
+    if affected_sop_class not in STORAGE_SOP_CLASSES:
+        return SOP_CLASS_NOT_SUPPORTED, "Affected SOP Class is not one we accept"
+    if affected_sop_class != context_abstract_syntax:
+        return SOP_CLASS_NOT_SUPPORTED, "Affected SOP Class differs from the presentation context"
+    if not is_valid_uid(affected_sop_instance):
+        return CANNOT_UNDERSTAND, "Affected SOP Instance UID is not a valid UID"
+    return None
 
 
 def rejection_reason(calling_ae: str, called_ae: str, settings: Settings) -> str:
@@ -201,6 +235,11 @@ class StorageScp:
         # have started yet: counted with the running associations.
         self._pending: set[tuple[str, int]] = set()
         self._pending_lock = threading.Lock()
+        # pynetdicom aborts an association whose request carries a UID it deems
+        # invalid (over 64 characters), so the sender gets no C-STORE status.  Let
+        # every UID through its decoder; check_request and the store validate
+        # UIDs themselves and answer with a failure status.
+        _config.VALIDATORS["UI"] = _any_uid
         self.ae = AE(ae_title=settings.scp_ae_title)
         self.ae.maximum_associations = settings.scp_max_associations
         self.ae.acse_timeout = settings.scp_acse_timeout_seconds
@@ -225,7 +264,7 @@ class StorageScp:
         handlers: list[Any] = [
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_ACCEPTED, lambda event: self.counters.add("associations")),
+            (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
         server = self.ae.start_server(
@@ -312,6 +351,43 @@ class StorageScp:
             with self._pending_lock:
                 self._pending.discard(_peer_of(client_address))
 
+    def _on_accepted(self, event: Event) -> None:
+        self.counters.add("associations")
+        assoc = event.assoc
+        serve = assoc._serve_request
+        assoc._serve_request = partial(self._serve_request, assoc, serve)  # type: ignore[method-assign]
+
+    def _serve_request(
+        self,
+        assoc: Association,
+        serve: Callable[[Any, int], None],
+        message: Any,
+        context_id: int,
+    ) -> None:
+        """Answer a C-STORE request pynetdicom would drop, else let it serve the request.
+
+        pynetdicom ignores a request missing a required element (an empty
+        Affected SOP Instance UID is not even encoded), leaving the sender
+        waiting for its own timeout; one with an invalid UID is answered here
+        too, without echoing the UID.
+        """
+        if not isinstance(message, C_STORE) or (
+            message.is_valid_request and is_valid_uid(str(message.AffectedSOPInstanceUID))
+        ):
+            serve(message, context_id)
+            return
+        calling_ae = assoc.requestor.ae_title
+        reason = "C-STORE request without a valid Affected SOP Instance UID"
+        self.counters.add("instances_failed")
+        log.warning("rejected C-STORE from %s: %s", calling_ae, reason)
+        audit_refusal(calling_ae, CANNOT_UNDERSTAND, "rejected", reason)
+        response = C_STORE()
+        response.MessageIDBeingRespondedTo = message.MessageID or 0
+        if is_valid_uid(str(message.AffectedSOPClassUID or "")):
+            response.AffectedSOPClassUID = message.AffectedSOPClassUID
+        response.Status = CANNOT_UNDERSTAND
+        assoc.dimse.send_msg(response, context_id)
+
     def _on_rejected(self, event: Event) -> None:
         self.counters.add("rejections")
         requestor = event.assoc.requestor
@@ -334,13 +410,36 @@ class StorageScp:
         )
 
     def _on_store(self, event: Event) -> int:
+        """Answer one C-STORE; never raise (pynetdicom's 0xC211 would go uncounted)."""
+        calling_ae = event.assoc.requestor.ae_title
+        try:
+            return self._store(event, calling_ae)
+        except Exception as exc:
+            self.counters.add("instances_failed")
+            reason = f"internal error ({type(exc).__name__})"
+            log.exception("C-STORE from %s failed: %s", calling_ae, reason)
+            audit_refusal(calling_ae, PROCESSING_FAILURE, "failed", reason)
+            return PROCESSING_FAILURE
+
+    def _store(self, event: Event, calling_ae: str) -> int:
         request: Any = event.request
+        refusal = check_request(
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.abstract_syntax),
+        )
+        if refusal is not None:
+            status, reason = refusal
+            self.counters.add("instances_failed")
+            log.warning("rejected C-STORE from %s: %s", calling_ae, reason)
+            audit_refusal(calling_ae, status, "rejected", reason)
+            return status
         outcome = self.store.store(
             event.encoded_dataset(include_meta=False),
             str(event.context.transfer_syntax),
             str(request.AffectedSOPClassUID),
             str(request.AffectedSOPInstanceUID),
-            event.assoc.requestor.ae_title,
+            calling_ae,
         )
         if outcome.disposition in ("stored", "replaced"):
             self.counters.add("instances_stored")
