@@ -125,3 +125,27 @@ def test_sop_class_checks_and_bad_uids_get_failure_statuses(start_listener, tmp_
     statuses = sorted(e["details"]["status"] for e in refused)
     assert statuses[:3] == ["0x0122", "0x0122", "0xA900"], statuses
     assert len(refused) == 6
+
+
+FORGED = "1999-01-01 00:00:00,000 INFO icibenefit.listener.scp: forged line"
+
+
+def test_control_characters_in_uids_cannot_forge_log_lines(start_listener, tmp_path: Path) -> None:
+    server = start_listener()
+    series = write_ct_series(tmp_path / "ct", 2)
+    assoc = _associate(server.port)
+
+    def forging_uid(request: Any) -> None:
+        request._affected_sop_instance_uid = UID(f"1.2.3\r\n{FORGED}\x00\r\n")
+
+    try:
+        assert _send(assoc, dcmread(series.files[0]), change=forging_uid) not in (None, 0)
+        assert _send(assoc, dcmread(series.files[1])) == 0x0000
+    finally:
+        assoc.release()
+    log = server.log()
+    lines = [line for line in log.splitlines() if "forged line" in line]
+    assert lines, log  # the library's warning about the UID was logged ...
+    for line in lines:  # ... on one escaped line
+        assert "1.2.3\\r\\n1999-01-01" in line
+    assert not any(line.startswith("1999-01-01") for line in log.splitlines())
