@@ -129,6 +129,12 @@ class Settings(BaseSettings):
     )
     status_bind: str = Field("127.0.0.1", description="Address of the status HTTP API.")
     status_port: int = Field(8484, ge=0, le=65535, description="0 disables the status API.")
+    status_request_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A status API client silent this long (mid-request or between "
+        "requests) is disconnected, freeing its thread.",
+    )
 
     # --- FHIR ---------------------------------------------------------------
     fhir_base_url: str | None = Field(
