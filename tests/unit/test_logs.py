@@ -33,6 +33,8 @@ def test_records_tracebacks_and_warnings_are_one_line(
         logging.getLogger("icibenefit.test").exception("failed")
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        logging.captureWarnings(False)  # pytest may have replaced showwarning since
+        logging.captureWarnings(True)
         warnings.warn(f"Invalid value for VR UI: {forged!s}", UserWarning, stacklevel=1)
     logging.captureWarnings(False)
     lines = stream.getvalue().splitlines()

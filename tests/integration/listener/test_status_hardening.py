@@ -15,7 +15,7 @@ from tests.integration.listener.server import ListenerProcess
 pytestmark = pytest.mark.integration
 
 ROUTES = ("/health", "/metrics", "/jobs", "/studies", "/outbox", "/")
-TIMEOUT = 2.0
+TIMEOUT = 5.0
 
 
 def _threads(server: ListenerProcess) -> int:
