@@ -14,10 +14,12 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from icibenefit.errors import ConfigurationError, FhirError, FhirStatusError
+from icibenefit import audit
+from icibenefit.errors import ConfigurationError, FhirStatusError
 from icibenefit.fhir import codes
 from icibenefit.fhir.client import FhirClient
 
@@ -146,7 +148,9 @@ class NdjsonReader:
             raise ConfigurationError(f"no FHIR NDJSON files in {folder}")
         self._by_type: dict[str, list[Resource]] = defaultdict(list)
         self._by_subject: dict[tuple[str, str], list[Resource]] = defaultdict(list)
-        for resource in _read_ndjson(files):
+        #: Malformed lines skipped while reading (each also logged and audited).
+        self.skipped: list[SkippedLine] = []
+        for resource in _read_ndjson(files, self.skipped):
             resource_type = str(resource.get("resourceType"))
             self._by_type[resource_type].append(resource)
             subject = _subject(resource)
@@ -214,18 +218,53 @@ class NdjsonReader:
         ]
 
 
-def _read_ndjson(files: Iterable[Path]) -> Iterable[Resource]:
+@dataclass(frozen=True)
+class SkippedLine:
+    """An NDJSON line that held no resource: where, and why (never its content)."""
+
+    file: str
+    line: int
+    reason: str
+
+
+def _read_ndjson(files: Iterable[Path], skipped: list[SkippedLine]) -> Iterable[Resource]:
+    """Every resource of ``files``; a malformed line is skipped and reported.
+
+    One bad line (not UTF-8, not JSON, not a JSON object) must cost only the
+    resources on it, not every patient's job: it is logged and audited with
+    its file and line number (its content may hold patient data) and appended
+    to ``skipped``.
+    """
     for path in files:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
                 try:
-                    resource = json.loads(line)
-                except json.JSONDecodeError:
-                    raise FhirError(f"{path.name} line {number} is not JSON") from None
-                if isinstance(resource, dict):
-                    yield resource
+                    resource = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError:
+                    _skip(skipped, path, number, "not UTF-8")
+                    continue
+                except json.JSONDecodeError as exc:
+                    _skip(skipped, path, number, f"not JSON ({exc.msg})")
+                    continue
+                if not isinstance(resource, dict) or "resourceType" not in resource:
+                    _skip(skipped, path, number, "not a FHIR resource (JSON object)")
+                    continue
+                yield resource
+
+
+def _skip(skipped: list[SkippedLine], path: Path, number: int, reason: str) -> None:
+    line = SkippedLine(path.name, number, reason)
+    skipped.append(line)
+    log.warning("skipped FHIR NDJSON %s line %d: %s", line.file, line.line, reason)
+    audit.record(
+        "fhir_line_skipped",
+        sync=False,
+        component="fhir.readers",
+        outcome="skipped",
+        details={"file": line.file, "line": line.line, "reason": reason},
+    )
 
 
 def _subject(resource: Mapping[str, Any]) -> str | None:

@@ -117,6 +117,7 @@ EVENTS = frozenset(
         "dead_letter",
         "job_dead",
         "outbox_retried",
+        "fhir_line_skipped",
         "predicted",
     }
 )

@@ -76,6 +76,36 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Peer IP addresses allowed to associate (comma-separated; empty = all).",
     )
+    scp_max_associations: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Associations (and open connections) served at once; one thread each.",
+    )
+    scp_max_associations_per_source: int = Field(
+        8,
+        ge=1,
+        description="Connections one source address may hold at once; more are closed "
+        "before they reach the association layer.",
+    )
+    scp_acse_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that sends no complete A-ASSOCIATE-RQ (or release reply) "
+        "within this time is closed.",
+    )
+    scp_dimse_timeout_seconds: float = Field(
+        30.0, gt=0, description="Longest wait for the next DIMSE message of an operation."
+    )
+    scp_network_timeout_seconds: float = Field(
+        30.0, gt=0, description="An established association idle this long is aborted."
+    )
+    scp_read_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A peer that stops sending in the middle of a PDU for this long is "
+        "disconnected (socket read timeout).",
+    )
     tls_cert_file: Path | None = Field(None, description="PEM certificate; enables TLS.")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
     tls_ca_file: Path | None = Field(
@@ -103,6 +133,12 @@ class Settings(BaseSettings):
     )
     status_bind: str = Field("127.0.0.1", description="Address of the status HTTP API.")
     status_port: int = Field(8484, ge=0, le=65535, description="0 disables the status API.")
+    status_request_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A status API client silent this long (mid-request or between "
+        "requests) is disconnected, freeing its thread.",
+    )
 
     # --- FHIR ---------------------------------------------------------------
     fhir_base_url: str | None = Field(

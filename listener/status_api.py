@@ -11,6 +11,12 @@ written by hand: prometheus_client was considered, but half of the values
 (jobs by state, outbox depth, the latency histogram) live in the shared SQLite
 database written by several processes, so they are read at scrape time
 rather than kept in a process-local registry.
+
+Hardening: every route checks ``Host`` (421 for a foreign name when bound to
+loopback: DNS rebinding must not read ``/studies`` either), every response
+carries ``X-Content-Type-Options: nosniff``, a Content-Security-Policy that
+allows nothing and ``Cache-Control: no-store``, and a socket timeout per
+connection frees the thread of a client that stops sending.
 """
 
 from __future__ import annotations
@@ -35,6 +41,14 @@ from icibenefit.settings import Settings
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+#: Headers on every JSON and text response (the page sends its own, similar set).
+API_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 _COUNTER_HELP = {
     "associations": "DICOM associations accepted",
     "rejections": "DICOM associations or connections refused",
@@ -86,6 +100,12 @@ def render_metrics(conn: sqlite3.Connection, counters: ScpCounters) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _StatusHttpServer(ThreadingHTTPServer):
+    # The default listen backlog of 5 makes a burst of connections wait for SYN
+    # retries; each accepted one gets a thread, bounded in time by the timeout.
+    request_queue_size = 128
+
+
 class StatusServer:
     """The HTTP server thread; each request reads the database on its own connection."""
 
@@ -111,6 +131,10 @@ class StatusServer:
         status = self
 
         class Handler(BaseHTTPRequestHandler):
+            # socketserver applies it to the connection's socket: a half-sent
+            # request (or an idle keep-alive) ends after this many seconds.
+            timeout = self.settings.status_request_timeout_seconds
+
             def do_GET(self) -> None:
                 status._handle(self, "GET")
 
@@ -120,7 +144,7 @@ class StatusServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("status API: " + format, *args)
 
-        self._httpd = ThreadingHTTPServer(
+        self._httpd = _StatusHttpServer(
             (self.settings.status_bind, self.settings.status_port), Handler
         )
         self._httpd.daemon_threads = True
@@ -140,6 +164,9 @@ class StatusServer:
     def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         url = urlsplit(request.path)
         query = parse_qs(url.query)
+        if not self.page.host_allowed(request):
+            self._send(request, 421, {"error": "misdirected request: unexpected Host header"})
+            return
         try:
             conn = index.connect(self.settings.data_dir)
             try:
@@ -191,5 +218,7 @@ class StatusServer:
         request.send_response(code)
         request.send_header("Content-Type", kind)
         request.send_header("Content-Length", str(len(data)))
+        for name, value in API_SECURITY_HEADERS.items():
+            request.send_header(name, value)
         request.end_headers()
         request.wfile.write(data)

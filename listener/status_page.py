@@ -348,7 +348,7 @@ class StatusPage:
 
     def get(self, request: BaseHTTPRequestHandler, conn: sqlite3.Connection) -> None:
         """Serve the page."""
-        if not self._host_allowed(request):
+        if not self.host_allowed(request):
             self._send(request, 421, "Misdirected request: unexpected Host header.")
             return
         query = parse_qs(urlsplit(request.path).query)
@@ -408,7 +408,7 @@ class StatusPage:
 
     def _refuse(self, request: BaseHTTPRequestHandler) -> str | None:
         """Why the POST is refused, or ``None`` when it may proceed."""
-        if not self._host_allowed(request):
+        if not self.host_allowed(request):
             return "Unexpected Host header."
         host = request.headers.get("Host", "")
         for header in ("Origin", "Referer"):
@@ -427,7 +427,8 @@ class StatusPage:
             return "Missing or stale form token: reload the page and try again."
         return None
 
-    def _host_allowed(self, request: BaseHTTPRequestHandler) -> bool:
+    def host_allowed(self, request: BaseHTTPRequestHandler) -> bool:
+        """Whether the ``Host`` header may be served (loopback names when bound to loopback)."""
         return not self.loopback_only or is_loopback_host(request.headers.get("Host", ""))
 
     @staticmethod

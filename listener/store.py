@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 # DIMSE status codes (PS3.4 Annex B.2.3, PS3.7 Annex C).
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 DATASET_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0xC211
 
 # PS3.5 9.1: components of digits without leading zeros, at most 64 characters.
 _UID_GRAMMAR = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -64,6 +66,10 @@ _IMAGE_SOP_CLASSES = frozenset(
 def is_valid_uid(value: object) -> bool:
     """Whether ``value`` is a UID by the grammar of PS3.5 9.1 (safe as a file name)."""
     return isinstance(value, str) and len(value) <= 64 and bool(_UID_GRAMMAR.fullmatch(value))
+
+
+class SopClassMismatchError(DicomInputError):
+    """The dataset's SOP Class UID is not the request's (answered 0xA900)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,7 @@ def parse_header(
     if header.sop_instance_uid != affected_sop_instance:
         raise DicomInputError("SOP Instance UID differs from the request's")
     if header.sop_class_uid != affected_sop_class:
-        raise DicomInputError("SOP Class UID differs from the request's")
+        raise SopClassMismatchError("SOP Class UID differs from the request's")
     if header.sop_class_uid in _IMAGE_SOP_CLASSES and "PixelData" not in ds:
         raise DicomInputError("image without pixel data (truncated?)")
     if transfer_syntax in _NATIVE_SYNTAXES and "PixelData" in ds:
@@ -204,9 +210,11 @@ class DicomStore:
                 dataset_bytes, transfer_syntax, affected_sop_class, affected_sop_instance
             )
         except DicomInputError as exc:
+            mismatch = isinstance(exc, SopClassMismatchError)
+            status = DATASET_MISMATCH if mismatch else CANNOT_UNDERSTAND
             log.warning("rejected instance from %s: %s", calling_ae, exc)
-            _audit_refusal(calling_ae, CANNOT_UNDERSTAND, "rejected", str(exc))
-            return StoreOutcome(CANNOT_UNDERSTAND, "rejected")
+            audit_refusal(calling_ae, status, "rejected", str(exc))
+            return StoreOutcome(status, "rejected")
         try:
             stored = self.instances.put(header, dataset_bytes, transfer_syntax, calling_ae)
         except (OSError, sqlite3.Error) as exc:
@@ -214,7 +222,7 @@ class DicomStore:
             # An OSError's text names the file, whose path holds the UIDs: keep the cause only.
             cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             reason = f"{type(exc).__name__}: {cause}"
-            _audit_refusal(calling_ae, OUT_OF_RESOURCES, "failed", reason)
+            audit_refusal(calling_ae, OUT_OF_RESOURCES, "failed", reason)
             return StoreOutcome(OUT_OF_RESOURCES, "failed", header=header)
         if stored.disposition in ("duplicate", "conflict_kept"):
             return StoreOutcome(SUCCESS, stored.disposition, stored.size, header)
@@ -231,7 +239,7 @@ class DicomStore:
         return StoreOutcome(SUCCESS, stored.disposition, stored.size, header)
 
 
-def _audit_refusal(calling_ae: str, status: int, outcome: Disposition, reason: str) -> None:
+def audit_refusal(calling_ae: str, status: int, outcome: Disposition, reason: str) -> None:
     """Record a refused C-STORE: who sent it, what we answered and why (no header values)."""
     audit.record(
         "instance_refused",
