@@ -36,6 +36,8 @@ pytestmark = pytest.mark.integration
 def test_status_page_in_chromium(service: ListenerProcess, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
+    # Form posts (Retry) navigate: element look-ups wait for the next page.
+    browser.implicitly_wait(15)
     page_url = service.status_url + "/"
     first = write_ct_series(
         tmp_path / "ct1", 3, patient_id=PATIENT_ID, patient_name=PATIENT_NAME, seed=1
