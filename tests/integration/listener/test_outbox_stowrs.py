@@ -71,19 +71,25 @@ def test_sr_and_pdf_are_delivered_by_stowrs_through_the_outbox(
     assert modalities == {"SR", "DOC"}
 
 
-def test_wrong_password_is_a_dead_letter_at_once(start_orthanc, make_settings, reports):
-    pacs = start_orthanc(dicomweb=True, auth=CREDENTIALS)
-    settings = _stow_settings(
-        make_settings, f"{pacs.url}/dicom-web", ("icibenefit", "wrong"), outbox_max_attempts=5
-    )
+def _deliver_once(settings, report):
+    """Queue one report, make one delivery attempt, and return its outbox item."""
     with closing(index.connect(settings.data_dir)) as conn:
-        Outbox(conn, settings).enqueue_dicom(reports[0])
+        Outbox(conn, settings).enqueue_dicom(report)
         sender = OutboxSender(conn, settings)
         try:
             sender.deliver_due()
         finally:
             sender.close()
         [item] = list_items(conn, settings)
+    return item
+
+
+def test_wrong_password_is_a_dead_letter_at_once(start_orthanc, make_settings, reports):
+    pacs = start_orthanc(dicomweb=True, auth=CREDENTIALS)
+    settings = _stow_settings(
+        make_settings, f"{pacs.url}/dicom-web", ("icibenefit", "wrong"), outbox_max_attempts=5
+    )
+    item = _deliver_once(settings, reports[0])
     assert (item["state"], item["attempts"]) == ("dead", 1)
     assert "401" in item["last_error"]
     assert "wrong" not in item["last_error"]
@@ -94,13 +100,6 @@ def test_unreachable_origin_server_is_retried(make_settings, reports):
     settings = _stow_settings(
         make_settings, f"http://127.0.0.1:{free_port()}/dicom-web", outbox_max_attempts=5
     )
-    with closing(index.connect(settings.data_dir)) as conn:
-        Outbox(conn, settings).enqueue_dicom(reports[1])
-        sender = OutboxSender(conn, settings)
-        try:
-            sender.deliver_due()
-        finally:
-            sender.close()
-        [item] = list_items(conn, settings)
+    item = _deliver_once(settings, reports[1])
     assert (item["state"], item["attempts"]) == ("queued", 1)
     assert "STOW-RS" in item["last_error"]
